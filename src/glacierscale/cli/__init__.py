@@ -1,0 +1,29 @@
+"""The ``glacierscale`` command line: grid, catalog, run, demo, merge, evaluate, train."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import typer
+
+from glacierscale.cli import run as _run
+
+app = typer.Typer(
+    name="glacierscale",
+    help="Map glacier outlines from satellite imagery, one valley or the whole world.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+for _module in (_run,):
+    _module.register(app)
+
+
+def main() -> None:
+    """Console entry point."""
+    logging.basicConfig(
+        level=os.environ.get("GLACIERSCALE_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    app()

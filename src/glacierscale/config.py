@@ -1,0 +1,107 @@
+"""Run configuration: loose at the edge (CLI, YAML, env), frozen and hashable inside.
+
+Every stage receives these frozen pydantic models, so Dask keys and output keys derived from them
+are deterministic, and a typo in a YAML file fails at once with the field's name (extra="forbid").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+#: Common band names shared by every sensor after harmonisation.
+OPTICAL_BANDS = ("blue", "green", "red", "nir", "swir16", "swir22")
+
+
+class GridConfig(BaseModel):
+    """How the tile grid is cut: pixel size, tile size and context halo."""
+
+    model_config = _FROZEN
+    tile_size_px: int = Field(1024, gt=0, description="core tile width/height in pixels")
+    resolution: float = Field(10.0, gt=0, description="pixel size in metres")
+    halo_px: int = Field(64, ge=0, description="context pixels added on every side")
+    buffer_m: float = Field(500.0, ge=0, description="buffer around glaciers when planning tiles")
+
+
+class InferConfig(BaseModel):
+    """Sliding-window inference settings."""
+
+    model_config = _FROZEN
+    window_px: int = Field(512, gt=0)
+    overlap: float = Field(0.5, ge=0.0, lt=1.0)
+    batch_size: int = Field(8, gt=0)
+    blend: Literal["gaussian", "cosine", "uniform"] = "gaussian"
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+
+
+class RunConfig(BaseModel):
+    """Everything a run needs; the demo is a preset of this."""
+
+    model_config = _FROZEN
+    aoi: str = Field(..., description="W,S,E,N in degrees, or a path/URL of outlines")
+    catalog: str = Field(..., description="STAC API URL, folder of item JSON files, or ndjson")
+    start: date | None = None
+    end: date | None = None
+    model: str = "band-ratio"
+    out: str = "glacierscale-out"
+    workers: int = Field(2, ge=1)
+    threads_per_worker: int = Field(1, ge=1)
+    scheduler: str | None = Field(None, description="address of an existing Dask scheduler")
+    collections: tuple[str, ...] = ()
+    dem_collections: tuple[str, ...] = ("cop-dem-glo-30",)
+    reference: str | None = Field(None, description="reference outlines for evaluation")
+    tiles_per_task: int = Field(100, ge=1, description="tiles per Prefect task")
+    max_cloud_cover: float = Field(80.0, ge=0, le=100)
+    grid: GridConfig = GridConfig()
+    infer: InferConfig = InferConfig()
+
+    @field_validator("collections", "dem_collections", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return tuple(s.strip() for s in v.split(",") if s.strip())
+        return v
+
+    def token(self) -> str:
+        """Deterministic short hash of the settings that change outputs (not workers or paths)."""
+        payload = self.model_dump(mode="json", exclude={"out", "workers", "threads_per_worker",
+                                                        "scheduler", "tiles_per_task", "reference"})
+        blob = json.dumps(payload, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> RunConfig:
+        """Read a YAML file; keyword overrides (e.g. from the CLI) win over the file."""
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(data)
+
+
+def sample_data_dir() -> Path | None:
+    """The real sample data: ``GLACIERSCALE_SAMPLE_DATA``, else ``../shared/data`` if present."""
+    env = os.environ.get("GLACIERSCALE_SAMPLE_DATA")
+    candidates = [Path(env)] if env else []
+    candidates += [Path.cwd().parent / "shared" / "data",
+                   Path(__file__).resolve().parents[3] / "shared" / "data"]
+    for c in candidates:
+        if c.is_dir():
+            return c
+    return None
+
+
+def cache_dir() -> Path:
+    """Where derived inputs (sample COGs, catalogs) are cached: GLACIERSCALE_CACHE or ~/.cache."""
+    env = os.environ.get("GLACIERSCALE_CACHE")
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return (base if env else base / "glacierscale").resolve()

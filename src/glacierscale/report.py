@@ -1,0 +1,168 @@
+"""The run's human-readable outputs: evaluation against a reference, report.md and a quicklook."""
+
+from __future__ import annotations
+
+import io as _io
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from shapely.geometry import shape
+from shapely.ops import unary_union
+
+from glacierscale import __version__
+from glacierscale.config import RunConfig
+from glacierscale.inventory import evaluate
+from glacierscale.io import Store, gdal_env_for
+
+log = logging.getLogger(__name__)
+
+_MAX_QUICKLOOK_TILES = 64
+
+
+def run_footprint(store: Store, tile_ids: Sequence[str]) -> Any:
+    """Union (lon/lat) of the valid-data footprints recorded in the tiles' STAC items."""
+    geoms = []
+    for tid in tile_ids:
+        item = json.loads(store.read_bytes(f"tiles/{tid}/item.json"))
+        if item.get("geometry"):
+            geoms.append(shape(item["geometry"]))
+    return unary_union(geoms) if geoms else None
+
+
+def evaluate_run(store: Store, tile_ids: Sequence[str], inventory: Any, reference: Any,
+                 cfg: RunConfig) -> dict[str, float] | None:
+    """IoU, precision, recall, ... of the inventory against the reference over the valid area."""
+    import geopandas as gpd
+
+    footprint = run_footprint(store, tile_ids)
+    if footprint is None or footprint.is_empty:
+        return None
+    crs = f"EPSG:{tile_ids[0].split('_')[0]}"
+    valid = gpd.GeoSeries([footprint], crs="EPSG:4326").to_crs(crs).iloc[0]
+    pred = inventory.to_crs(crs) if len(inventory) else inventory.set_crs(crs, allow_override=True)
+    return evaluate(pred, reference.to_crs(crs), valid, crs=crs, resolution=cfg.grid.resolution)
+
+
+def quicklook_png(store: Store, tile_ids: Sequence[str], inventory: Any, reference: Any,
+                  cfg: RunConfig) -> bytes | None:
+    """PNG of the probability mosaic with the inventory (and reference) outlines over it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import rasterio
+
+    if not tile_ids:
+        return None
+    epsgs = {t.split("_")[0] for t in tile_ids}
+    crs = f"EPSG:{next(iter(epsgs))}" if len(epsgs) == 1 else "EPSG:4326"
+    fig, ax = plt.subplots(figsize=(8, 8), dpi=100)
+    if len(epsgs) == 1 and len(tile_ids) <= _MAX_QUICKLOOK_TILES:
+        with rasterio.Env(**gdal_env_for(cfg.out)):
+            for tid in tile_ids:
+                url = store.url(f"tiles/{tid}/glacier_prob.tif")
+                with rasterio.open(url) as ds:
+                    step = max(1, ds.width // 256)
+                    arr = ds.read(1, out_shape=(ds.height // step, ds.width // step))
+                    b = ds.bounds
+                data = np.ma.masked_equal(arr, 255)
+                im = ax.imshow(data, extent=(b.left, b.right, b.bottom, b.top), cmap="Blues",
+                               vmin=0, vmax=100, interpolation="nearest")
+        fig.colorbar(im, ax=ax, shrink=0.7, label="glacier probability (%)")
+    if len(inventory):
+        inventory.to_crs(crs).boundary.plot(ax=ax, color="crimson", linewidth=0.8)
+    if reference is not None:
+        reference.to_crs(crs).boundary.plot(ax=ax, color="gold", linewidth=1.0, linestyle="--")
+    ax.set_title(f"glacierscale {__version__}: {cfg.model} — inventory (red), reference (gold)",
+                 fontsize=9)
+    ax.set_xlabel(crs)
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def render_report(cfg: RunConfig, records: Sequence[dict[str, Any]], timings: dict[str, float],
+                  evaluation: dict[str, float] | None, n_glaciers: int, glacier_km2: float,
+                  quicklook: str | None) -> str:
+    """Markdown report: what ran, per-stage time, tile outcomes, evaluation."""
+    counts: dict[str, int] = {}
+    stage: dict[str, float] = {}
+    for r in records:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+        for k, v in r["seconds"].items():
+            stage[k] = stage.get(k, 0.0) + v
+    lines = [
+        "# glacierscale run report", "",
+        f"- version: {__version__}", f"- model: `{cfg.model}`", f"- AOI: `{cfg.aoi}`",
+        f"- catalog: `{cfg.catalog}`", f"- window: {cfg.start} .. {cfg.end}",
+        f"- grid: {cfg.grid.tile_size_px} px tiles at {cfg.grid.resolution:g} m, "
+        f"halo {cfg.grid.halo_px} px", f"- config token: `{cfg.token()}`",
+        f"- glaciers in inventory: {n_glaciers} ({glacier_km2:.2f} km²)", "",
+        "## Tiles", "", "| status | tiles |", "|---|---|",
+        *[f"| {k} | {v} |" for k, v in sorted(counts.items())], "",
+        "## Time per stage", "", "| stage | seconds |", "|---|---|",
+        *[f"| {k} (sum over tiles) | {v:.2f} |" for k, v in stage.items()],
+        *[f"| {k} | {v:.2f} |" for k, v in timings.items()], "",
+    ]
+    problems = [r for r in records if r["status"] in ("failed", "no-data")]
+    if problems:
+        lines += ["## Tiles without outputs", "", "| tile | status | reason |", "|---|---|---|"]
+        lines += [f"| {r['tile_id']} | {r['status']} | {r['reason']} |" for r in problems[:50]]
+        lines.append("")
+    if evaluation is not None:
+        lines += ["## Evaluation against the reference outlines", "",
+                  f"Reference: `{cfg.reference}` (over the valid-data area of the run).", "",
+                  "| metric | value |", "|---|---|",
+                  *[f"| {k} | {v:.4f} |" for k, v in evaluation.items()], "",
+                  "recall_in_reference is the share of reference ice mapped as ice; "
+                  "fp_fraction_ring the share of a ring just outside the reference mapped as "
+                  "ice (reference inventories are often incomplete, so read IoU with both).", ""]
+    if quicklook:
+        lines += ["## Quicklook", "", f"![quicklook]({quicklook})", ""]
+    return "\n".join(lines)
+
+
+def evaluate_inventory(inventory: str, reference: str, *, aoi: str | None = None,
+                       resolution: float = 10.0) -> dict[str, float]:
+    """Evaluate an inventory file (or a run's output root) against reference outlines.
+
+    The valid area is ``aoi`` (a W,S,E,N box or a polygon file) or, for a glacierscale run, the
+    union of its tiles' valid-data footprints; evaluating outside it would count missing imagery
+    as missed glaciers.
+    """
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from glacierscale.core.tiles import utm_epsg
+    from glacierscale.inventory import read_outlines
+    from glacierscale.io import read_geoparquet
+
+    root, key = (inventory, "inventory/glaciers.parquet")
+    if inventory.endswith(".parquet"):
+        root, _, name = inventory.rstrip("/").rpartition("/")
+        key = name
+        if root.endswith("/inventory") or root == "inventory":
+            root, key = root[: -len("inventory")].rstrip("/") or ".", f"inventory/{name}"
+    store = Store(root)
+    pred = read_geoparquet(store, key)
+    ref = read_outlines(reference)
+    if aoi is None:
+        tile_ids = sorted({k.split("/")[1] for k in store.list("tiles") if k.endswith("item.json")})
+        footprint = run_footprint(store, tile_ids) if tile_ids else None
+        if footprint is None:
+            raise ValueError(f"{inventory} is not inside a glacierscale run output (no "
+                             "tiles/*/item.json beside it): pass --aoi W,S,E,N or a polygon file")
+        area = gpd.GeoSeries([footprint], crs="EPSG:4326")
+    elif aoi.count(",") == 3:
+        w, s, e, n = (float(v) for v in aoi.split(","))
+        area = gpd.GeoSeries([box(w, s, e, n)], crs="EPSG:4326")
+    else:
+        area = gpd.GeoSeries([read_outlines(aoi).to_crs(4326).union_all()], crs="EPSG:4326")
+    c = area.iloc[0].centroid
+    crs = f"EPSG:{utm_epsg(c.x, c.y)}"
+    valid = area.to_crs(crs).iloc[0]
+    return evaluate(pred.to_crs(crs), ref.to_crs(crs), valid, crs=crs, resolution=resolution)

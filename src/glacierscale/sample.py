@@ -1,0 +1,198 @@
+"""The laptop demo's inputs: the real Athabasca Glacier sample as a local STAC catalog of COGs.
+
+The sample rasters (HLS S30, HLS L30, Sentinel-2 L2A and a DEM, 30 m) are converted once into
+Cloud-Optimized GeoTIFFs in the cache directory and described as STAC items, so the demo then runs
+exactly the code path of an online run: catalog search -> lazy odc-stac load -> inference -> outputs.
+Without the sample data the demo uses the public Earth Search STAC API for the same box and window.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from pyproj import Transformer
+from rio_cogeo.cogeo import cog_translate
+from rio_cogeo.profiles import cog_profiles
+
+log = logging.getLogger(__name__)
+
+#: Athabasca Glacier sample box (W, S, E, N degrees), a little inside the rasters' extent.
+ATHABASCA_BBOX = (-117.32, 52.156, -117.232, 52.21)
+ATHABASCA_WINDOW = (date(2020, 8, 1), date(2020, 9, 30))
+EARTH_SEARCH = "https://earth-search.aws.element84.com/v1"
+
+# The catalog layout changes when this does; bump it to rebuild caches.
+_SAMPLE_VERSION = "3"
+
+_PROJ_EXT = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
+_RASTER_EXT = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
+_EO_EXT = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
+
+
+@dataclass(frozen=True)
+class _Acquisition:
+    folder: str
+    collection: str
+    platform: str
+    day: date
+    assets: dict[str, str]  # asset key -> file-name fragment
+
+
+_ACQUISITIONS = (
+    _Acquisition("hls_s30_2020-09-09", "HLSS30_2.0", "sentinel-2", date(2020, 9, 9),
+                 {"B02": "_B02_", "B03": "_B03_", "B04": "_B04_", "B8A": "_B8A_",
+                  "B11": "_B11_", "B12": "_B12_"}),
+    _Acquisition("hls_l30_2020-08-16", "HLSL30_2.0", "landsat-8", date(2020, 8, 16),
+                 {"B02": "_B02_", "B03": "_B03_", "B04": "_B04_", "B05": "_B05_",
+                  "B06": "_B06_", "B07": "_B07_"}),
+    _Acquisition("s2_2020-09-11", "sentinel-2-l2a", "sentinel-2a", date(2020, 9, 11),
+                 {"blue": "_B02_", "green": "_B03_", "red": "_B04_", "nir08": "_B8A_",
+                  "swir16": "_B11_", "swir22": "_B12_"}),
+)
+
+
+@dataclass(frozen=True)
+class SampleCatalog:
+    """Where the demo's catalog lives and what to ask of it."""
+
+    catalog: str
+    bbox: tuple[float, float, float, float]
+    start: date
+    end: date
+    collections: tuple[str, ...]
+    reference: str | None
+    offline: bool
+
+
+def athabasca_sample(data_dir: Path | None, cache: Path) -> SampleCatalog:
+    """The demo's catalog: the local sample as COG + STAC items, else the public Earth Search API."""
+    start, end = ATHABASCA_WINDOW
+    if data_dir is None or not (data_dir / "athabasca").is_dir():
+        log.warning("no sample data found (set GLACIERSCALE_SAMPLE_DATA); using %s", EARTH_SEARCH)
+        return SampleCatalog(EARTH_SEARCH, ATHABASCA_BBOX, start, end, ("sentinel-2-l2a",),
+                             None, offline=False)
+    src = data_dir / "athabasca"
+    catalog = build_catalog(src, cache / "samples" / f"athabasca-v{_SAMPLE_VERSION}")
+    return SampleCatalog(str(catalog), ATHABASCA_BBOX, start, end,
+                         tuple(a.collection for a in _ACQUISITIONS),
+                         str(src / "athabasca_outline.shp"), offline=True)
+
+
+def build_catalog(src: Path, dest: Path) -> Path:
+    """Convert the sample rasters to COGs under ``dest`` and write one STAC item JSON each.
+
+    Built in a temporary sibling folder and renamed into place, so an interrupted build never
+    leaves a half catalog that a later run would trust.
+    """
+    items_dir = dest / "items"
+    if items_dir.is_dir() and any(items_dir.glob("*.json")):
+        return items_dir
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=dest.parent))
+    try:
+        (tmp / "items").mkdir()
+        for acq in _ACQUISITIONS:
+            files = {key: _find(src / acq.folder, frag) for key, frag in acq.assets.items()}
+            _write_item(tmp, dest, acq.folder, acq.collection, acq.platform, acq.day, files, 1e-4)
+        _write_item(tmp, dest, "dem", "cop-dem-glo-30", "tandem-x", date(2021, 4, 22),
+                    {"data": src / "dem.tif"}, None)
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp.rename(dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    log.info("built the sample STAC catalog in %s", items_dir)
+    return items_dir
+
+
+def _find(folder: Path, fragment: str) -> Path:
+    hits = sorted(p for p in folder.glob("*.tif") if fragment in p.name)
+    if len(hits) != 1:
+        raise FileNotFoundError(f"expected one raster matching *{fragment}* in {folder}, got {hits}")
+    return hits[0]
+
+
+def _write_item(root: Path, final_root: Path, item_id: str, collection: str, platform: str, day: date,
+                files: dict[str, Path], scale: float | None) -> None:
+    assets: dict[str, dict] = {}
+    meta: dict = {}
+    valid_fraction = 1.0
+    for key, path in files.items():
+        cog = root / "cogs" / item_id / f"{key}.tif"
+        cog.parent.mkdir(parents=True, exist_ok=True)
+        profile = cog_profiles.get("deflate")
+        profile.update(blockxsize=256, blockysize=256, predictor=2)
+        cog_translate(str(path), str(cog), profile, quiet=True, overview_resampling="nearest")
+        with rasterio.open(cog) as ds:
+            meta = {"crs": ds.crs, "shape": ds.shape, "transform": ds.transform,
+                    "bounds": ds.bounds, "dtype": ds.dtypes[0], "nodata": ds.nodata}
+            if key in ("B04", "red"):
+                arr = ds.read(1, masked=True)
+                valid_fraction = float(1.0 - np.ma.getmaskarray(arr).mean())
+        band: dict = {"data_type": meta["dtype"], "nodata": meta["nodata"]}
+        if scale is not None:
+            band.update(scale=scale, offset=0.0)
+        else:
+            band["unit"] = "metre"
+        assets[key] = {
+            # Absolute hrefs at the catalog's final place (it is built in a temporary folder).
+            "href": str(final_root / "cogs" / item_id / f"{key}.tif"),
+            "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+            "roles": ["data"],
+            "raster:bands": [band],
+        }
+    b = meta["bounds"]
+    to_ll = Transformer.from_crs(meta["crs"], "EPSG:4326", always_xy=True)
+    xs, ys = to_ll.transform([b.left, b.right, b.right, b.left], [b.top, b.top, b.bottom, b.bottom])
+    ring = [[float(x), float(y)] for x, y in zip(xs, ys, strict=True)]
+    t = meta["transform"]
+    props: dict = {
+        "datetime": datetime(day.year, day.month, day.day, 18, 0, tzinfo=timezone.utc)
+        .isoformat().replace("+00:00", "Z"),
+        "platform": platform,
+        "proj:code": str(meta["crs"]),
+        "proj:shape": list(meta["shape"]),
+        "proj:transform": [t.a, t.b, t.c, t.d, t.e, t.f],
+    }
+    if scale is not None:
+        # The sample carries no cloud mask asset: its gaps are the provider's masked clouds.
+        props["eo:cloud_cover"] = round(100.0 * (1.0 - valid_fraction), 2)
+    item = {
+        "type": "Feature",
+        "stac_version": "1.1.0",
+        "stac_extensions": [_PROJ_EXT, _RASTER_EXT] + ([_EO_EXT] if scale is not None else []),
+        "id": item_id,
+        "collection": collection,
+        "geometry": {"type": "Polygon", "coordinates": [[*ring, ring[0]]]},
+        "bbox": [min(xs), min(ys), max(xs), max(ys)],
+        "properties": props,
+        "assets": assets,
+        # STAC 1.1 wants a collection link wherever an item names its collection.
+        "links": [{"rel": "collection", "type": "application/json",
+                   "href": str(final_root / "collections" / f"{collection}.json")}],
+    }
+    (root / "items" / f"{item_id}.json").write_text(json.dumps(item, indent=1))
+    _write_collection(root, collection, item["bbox"], props["datetime"])
+
+
+def _write_collection(root: Path, collection: str, bbox: list[float], when: str) -> None:
+    """A minimal STAC Collection beside the items (kept out of the items folder)."""
+    path = root / "collections" / f"{collection}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "type": "Collection", "stac_version": "1.1.0", "id": collection,
+        "description": f"{collection} rasters of the Athabasca Glacier sample, as COGs",
+        "license": "other",
+        "extent": {"spatial": {"bbox": [bbox]}, "temporal": {"interval": [[when, when]]}},
+        "links": [],
+    }
+    path.write_text(json.dumps(doc, indent=1))
