@@ -26,7 +26,8 @@ def test_sample_catalog_is_valid_stac_of_valid_cogs(shared_data: Path, sample_ca
         data = json.loads(path.read_text())
         item = pystac.read_dict(data)
         assert isinstance(item, pystac.Item)
-        validator.validate_core(item.to_dict(), pystac.STACObjectType.ITEM, pystac.get_stac_version())
+        validator.validate_core(item.to_dict(), pystac.STACObjectType.ITEM,
+                                pystac.get_stac_version())
         for asset in item.assets.values():
             ok, errors, _ = cog_validate(asset.href, quiet=True)
             assert ok, (asset.href, errors)

@@ -1,9 +1,9 @@
 """The life of a tile, in one readable place: search -> load -> infer -> write -> vectorize.
 
 ``process_tile`` is a plain function of a frozen tile and a frozen config, so any executor can run
-it (Dask workers, a thread pool, a test). It never raises for a problem that belongs to one tile: the
-tile gets a status and a reason in the run manifest, and the run goes on. Outputs are written with
-atomic puts and the tile's STAC item last, so a tile is either complete or absent, never partial.
+it (Dask workers, a thread pool, a test). It never raises for a problem that belongs to one tile:
+the tile gets a status and a reason in the run manifest, and the run goes on. Outputs are written
+with atomic puts and the tile's STAC item last, so a tile is complete or absent, never partial.
 No Prefect here: orchestration wraps these functions.
 """
 
@@ -263,7 +263,7 @@ def finalize(cfg: RunConfig, results: Sequence[TileResult],
     Reads what the tiles wrote (not what the workers returned), so it also merges tiles finished by
     an earlier, interrupted run.
     """
-    from glacierscale.inventory import attach_rgi, merge_tiles, read_outlines
+    from glacierscale.inventory import attach_rgi, has_rgi_ids, merge_tiles, read_outlines
     from glacierscale.io import read_geoparquet
     from glacierscale.report import evaluate_run, quicklook_png, render_report
 
@@ -273,7 +273,7 @@ def finalize(cfg: RunConfig, results: Sequence[TileResult],
     frames = [read_geoparquet(store, f"tiles/{r.tile_id}/{OUTLINES}") for r in finished]
     inventory = merge_tiles(frames)
     reference = read_outlines(cfg.reference) if cfg.reference else None
-    if reference is not None and len(inventory):
+    if reference is not None and len(inventory) and has_rgi_ids(reference):
         inventory = attach_rgi(inventory, reference, date_pred=cfg.end or cfg.start,
                                date_ref=None)
     write_geoparquet(store, "inventory/glaciers.parquet", inventory)

@@ -60,6 +60,7 @@ def quicklook_png(store: Store, tile_ids: Sequence[str], inventory: Any, referen
     epsgs = {t.split("_")[0] for t in tile_ids}
     crs = f"EPSG:{next(iter(epsgs))}" if len(epsgs) == 1 else "EPSG:4326"
     fig, ax = plt.subplots(figsize=(8, 8), dpi=100)
+    extent: list[tuple[float, float, float, float]] = []
     if len(epsgs) == 1 and len(tile_ids) <= _MAX_QUICKLOOK_TILES:
         with rasterio.Env(**gdal_env_for(cfg.out)):
             for tid in tile_ids:
@@ -69,6 +70,12 @@ def quicklook_png(store: Store, tile_ids: Sequence[str], inventory: Any, referen
                     arr = ds.read(1, out_shape=(ds.height // step, ds.width // step))
                     b = ds.bounds
                 data = np.ma.masked_equal(arr, 255)
+                rows, cols = np.nonzero(~np.ma.getmaskarray(data))
+                if rows.size:
+                    # zoom to the valid data, not to the (mostly empty) tile squares
+                    px = (b.right - b.left) / arr.shape[1]
+                    extent.append((b.left + cols.min() * px, b.top - (rows.max() + 1) * px,
+                                   b.left + (cols.max() + 1) * px, b.top - rows.min() * px))
                 im = ax.imshow(data, extent=(b.left, b.right, b.bottom, b.top), cmap="Blues",
                                vmin=0, vmax=100, interpolation="nearest")
         fig.colorbar(im, ax=ax, shrink=0.7, label="glacier probability (%)")
@@ -76,6 +83,12 @@ def quicklook_png(store: Store, tile_ids: Sequence[str], inventory: Any, referen
         inventory.to_crs(crs).boundary.plot(ax=ax, color="crimson", linewidth=0.8)
     if reference is not None:
         reference.to_crs(crs).boundary.plot(ax=ax, color="gold", linewidth=1.0, linestyle="--")
+    if extent:
+        x0, y0 = min(e[0] for e in extent), min(e[1] for e in extent)
+        x1, y1 = max(e[2] for e in extent), max(e[3] for e in extent)
+        pad = 0.03 * max(x1 - x0, y1 - y0)
+        ax.set_xlim(x0 - pad, x1 + pad)
+        ax.set_ylim(y0 - pad, y1 + pad)
     ax.set_title(f"glacierscale {__version__}: {cfg.model} — inventory (red), reference (gold)",
                  fontsize=9)
     ax.set_xlabel(crs)

@@ -2,7 +2,8 @@
 
 The sample rasters (HLS S30, HLS L30, Sentinel-2 L2A and a DEM, 30 m) are converted once into
 Cloud-Optimized GeoTIFFs in the cache directory and described as STAC items, so the demo then runs
-exactly the code path of an online run: catalog search -> lazy odc-stac load -> inference -> outputs.
+exactly the code path of an online run: catalog search -> lazy odc-stac load -> inference ->
+outputs.
 Without the sample data the demo uses the public Earth Search STAC API for the same box and window.
 """
 
@@ -13,7 +14,7 @@ import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,7 @@ class SampleCatalog:
 
 
 def athabasca_sample(data_dir: Path | None, cache: Path) -> SampleCatalog:
-    """The demo's catalog: the local sample as COG + STAC items, else the public Earth Search API."""
+    """The demo's catalog: the local sample as COGs + STAC items, else Earth Search's API."""
     start, end = ATHABASCA_WINDOW
     if data_dir is None or not (data_dir / "athabasca").is_dir():
         log.warning("no sample data found (set GLACIERSCALE_SAMPLE_DATA); using %s", EARTH_SEARCH)
@@ -117,11 +118,13 @@ def build_catalog(src: Path, dest: Path) -> Path:
 def _find(folder: Path, fragment: str) -> Path:
     hits = sorted(p for p in folder.glob("*.tif") if fragment in p.name)
     if len(hits) != 1:
-        raise FileNotFoundError(f"expected one raster matching *{fragment}* in {folder}, got {hits}")
+        raise FileNotFoundError(
+            f"expected one raster matching *{fragment}* in {folder}, got {hits}")
     return hits[0]
 
 
-def _write_item(root: Path, final_root: Path, item_id: str, collection: str, platform: str, day: date,
+def _write_item(root: Path, final_root: Path, item_id: str, collection: str, platform: str,
+                day: date,
                 files: dict[str, Path], scale: float | None) -> None:
     assets: dict[str, dict] = {}
     meta: dict = {}
@@ -156,7 +159,7 @@ def _write_item(root: Path, final_root: Path, item_id: str, collection: str, pla
     ring = [[float(x), float(y)] for x, y in zip(xs, ys, strict=True)]
     t = meta["transform"]
     props: dict = {
-        "datetime": datetime(day.year, day.month, day.day, 18, 0, tzinfo=timezone.utc)
+        "datetime": datetime(day.year, day.month, day.day, 18, 0, tzinfo=UTC)
         .isoformat().replace("+00:00", "Z"),
         "platform": platform,
         "proj:code": str(meta["crs"]),

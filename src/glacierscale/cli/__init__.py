@@ -7,6 +7,7 @@ import os
 
 import typer
 
+from glacierscale.cli import grid as _grid
 from glacierscale.cli import run as _run
 
 app = typer.Typer(
@@ -16,7 +17,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-for _module in (_run,):
+for _module in (_run, _grid):
     _module.register(app)
 
 

@@ -14,7 +14,7 @@ from affine import Affine
 
 #: Grid origin (upper-left corner of cell 0,0) per projection family, in projected metres.
 #: UTM north: northing 0..9.4e6 -> rows grow southwards from 10,000 km. UTM south: false northing
-#: 10,000 km -> same origin works. Polar stereographic: the pole is the centre of a ±5,000 km square.
+#: 10,000 km: same origin. Polar stereographic: the pole is the centre of a 10,000 km square.
 UTM_ORIGIN = (0.0, 10_000_000.0)
 POLAR_ORIGIN = (-5_000_000.0, 5_000_000.0)
 
@@ -32,12 +32,13 @@ def grid_origin(epsg: int) -> tuple[float, float]:
 
 
 def utm_epsg(lon: float, lat: float) -> int:
-    """EPSG code of the standard UTM zone containing a lon/lat point (no Norway/Svalbard exceptions).
+    """EPSG code of the standard UTM zone of a lon/lat point (no Norway/Svalbard exceptions).
 
     The exceptions are left out on purpose: a fixed, formulaic zone choice keeps tile ids stable.
     """
     lon = ((lon + 180.0) % 360.0) - 180.0
-    zone = min(int(math.floor((lon + 180.0) / 6.0)) + 1, 60)
+    # floor(lon / 6) first: adding 180 before dividing can round a border point into the next zone
+    zone = min(math.floor(lon / 6.0) + 31, 60)
     return (32600 if lat >= 0 else 32700) + zone
 
 
@@ -45,7 +46,7 @@ def utm_epsg(lon: float, lat: float) -> int:
 class TileSpec:
     """One cell of the tile grid of a projection.
 
-    ``col``/``row`` index cells of ``size_px * resolution`` metres from the projection's grid origin,
+    ``col``/``row`` index cells of ``size_px * resolution`` metres from the projection's origin,
     rows growing southwards. The *core* is the cell itself; the *halo* adds ``halo_px`` pixels of
     context on every side for the model and for stitching outlines across borders.
     """

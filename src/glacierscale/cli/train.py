@@ -1,0 +1,198 @@
+"""``glacierscale train`` and ``glacierscale evaluate-model``.
+
+Train by spatial cross-validation; judge a trained model on another scene of its area.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from glacierscale.config import cache_dir, sample_data_dir
+
+#: ``--catalog`` shortcuts for the real samples, built once in the cache folder.
+SAMPLES = ("sample:athabasca", "sample:everest")
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def _date(text: str | None) -> date | None:
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text!r} is not a date; use YYYY-MM-DD") from exc
+
+
+def resolve_catalog(catalog: str) -> str:
+    """A catalog URL/path, or the local catalog of a sample named ``sample:<name>``."""
+    if not catalog.startswith("sample:"):
+        return catalog
+    data = sample_data_dir()
+    if catalog not in SAMPLES or data is None:
+        raise typer.BadParameter(f"{catalog!r}: sample catalogs are {list(SAMPLES)} and need the "
+                                 "sample data (set GLACIERSCALE_SAMPLE_DATA)")
+    if catalog == "sample:everest":
+        from glacierscale.train import everest_sample
+
+        return everest_sample(data, cache_dir()).catalog
+    from glacierscale.sample import athabasca_sample
+
+    return athabasca_sample(data, cache_dir()).catalog
+
+
+def _text(value: str) -> str:
+    """Inline text, or the contents of a file given as ``@path``."""
+    return Path(value[1:]).read_text().strip() if value.startswith("@") else value
+
+
+@contextmanager
+def _dask(workers: int, scheduler: str | None) -> Any:
+    """A Dask client for chip extraction: a scheduler address, local processes, or none."""
+    if scheduler is None and workers <= 0:
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        yield client
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(2)
+
+
+def register(app: typer.Typer) -> None:
+    """Add train and evaluate-model to the CLI."""
+
+    @app.command()
+    def train(
+        outlines: Annotated[str, typer.Option(help="reference outlines (RGI or any polygons)")],
+        catalog: Annotated[str, typer.Option(help="STAC API URL, folder of items, ndjson, or "
+                                             "sample:athabasca / sample:everest")],
+        out: Annotated[str, typer.Option(help="model directory (local path or fsspec URL)")],
+        bands: Annotated[str, typer.Option(help="comma-separated common band names")],
+        start: Annotated[str | None, typer.Option(help="first date, YYYY-MM-DD")] = None,
+        end: Annotated[str | None, typer.Option(help="last date, YYYY-MM-DD")] = None,
+        aoi: Annotated[str | None, typer.Option(help="W,S,E,N; default: around the outlines")]
+        = None,
+        folds: Annotated[int, typer.Option(help="spatial cross-validation folds (K models)")] = 4,
+        name: Annotated[str | None, typer.Option(help="model name (default: out's folder)")]
+        = None,
+        collections: Annotated[str, typer.Option(help="comma-separated collection ids")] = "",
+        dem_collections: Annotated[str, typer.Option(help="DEM collections")] = "cop-dem-glo-30",
+        resolution: Annotated[float, typer.Option(help="pixel size (m)")] = 30.0,
+        tile_size_px: Annotated[int, typer.Option(help="tile (chip core) size, px")] = 128,
+        halo_px: Annotated[int, typer.Option(help="context around each tile, px")] = 32,
+        chip_px: Annotated[int, typer.Option(help="training crop size, px")] = 128,
+        steps: Annotated[int, typer.Option(help="optimiser steps per fold model")] = 300,
+        batch_size: Annotated[int, typer.Option(help="crops per step")] = 8,
+        width: Annotated[int, typer.Option(help="U-Net width")] = 16,
+        depth: Annotated[int, typer.Option(help="U-Net depth")] = 3,
+        lr: Annotated[float, typer.Option(help="peak learning rate (one-cycle)")] = 3e-3,
+        seeds: Annotated[str, typer.Option(help="seeds; more than one reports seed variance, the "
+                                           "first is shipped")] = "0",
+        ring_px: Annotated[int, typer.Option(help="uncertain ring at outlines, px per side")] = 1,
+        known_within_m: Annotated[float | None, typer.Option(
+            help="incomplete reference: label only within this distance of an outline")] = None,
+        augment: Annotated[bool, typer.Option(help="flips/rotations, brightness/contrast")] = True,
+        precision: Annotated[str, typer.Option(help="auto, fp32 or bf16")] = "auto",
+        threads: Annotated[int, typer.Option(help="torch CPU threads (fixed: deterministic)")] = 1,
+        cache: Annotated[str | None, typer.Option(help="chip cache URL (COGs), e.g. s3://b/chips")]
+        = None,
+        workers: Annotated[int, typer.Option(help="local Dask processes for chip extraction "
+                                             "(0: in this process)")] = 0,
+        scheduler: Annotated[str | None, typer.Option(help="existing Dask scheduler")] = None,
+        description: Annotated[str, typer.Option(help="card description (text or @file)")] = "",
+        limitations: Annotated[str, typer.Option(help="card limitations (text or @file)")] = "",
+    ) -> None:
+        """Train a U-Net ensemble by spatial cross-validation on imagery and reference outlines."""
+        import torch
+
+        from glacierscale.config import GridConfig
+        from glacierscale.load import MissingBandError
+        from glacierscale.train import (
+            Augment,
+            ChipSource,
+            LabelRules,
+            TrainConfig,
+            TrainRequest,
+            train_cv,
+        )
+
+        torch.set_num_threads(threads)
+        try:
+            req = TrainRequest(
+                name=name or Path(out.rstrip("/")).name,
+                outlines=outlines,
+                source=ChipSource(resolve_catalog(catalog), _split(bands), _date(start),
+                                  _date(end), _split(collections), _split(dem_collections)),
+                aoi=aoi, folds=folds,
+                grid=GridConfig.model_validate({"tile_size_px": tile_size_px,
+                                                "resolution": resolution, "halo_px": halo_px}),
+                rules=LabelRules(ring_px=ring_px, known_within_m=known_within_m),
+                train=TrainConfig(width=width, depth=depth, chip_px=chip_px, steps=steps,
+                                  batch_size=batch_size, lr=lr, precision=precision,  # type: ignore[arg-type]
+                                  augment=Augment(enabled=augment)),
+                seeds=tuple(int(s) for s in _split(seeds)),
+                description=_text(description), limitations=_text(limitations),
+                command=" ".join(["glacierscale", *map(shlex.quote, sys.argv[1:])]),
+            )
+            with _dask(workers, scheduler) as client:
+                result = train_cv(req, out, client=client, cache=cache)
+        except (MissingBandError, ValueError, FileNotFoundError) as exc:
+            raise _fail(exc) from exc
+        rows = result.metrics["held_out"]["pooled"]
+        typer.echo(json.dumps({"model": result.card.tag, "out": out,
+                               "temperature": round(result.card.temperature, 4),
+                               "held_out_iou": {k: round(v["iou"], 4) for k, v in rows.items()
+                                                if v["iou"] == v["iou"]}}))
+
+    @app.command("evaluate-model")
+    def evaluate_model_cmd(
+        model: Annotated[str, typer.Option(help="model name or card path/URL")],
+        catalog: Annotated[str, typer.Option(help="STAC catalog (or sample:athabasca / "
+                                             "sample:everest)")],
+        start: Annotated[str | None, typer.Option(help="first date, YYYY-MM-DD")] = None,
+        end: Annotated[str | None, typer.Option(help="last date, YYYY-MM-DD")] = None,
+        collections: Annotated[str, typer.Option(help="comma-separated collection ids")] = "",
+        dem_collections: Annotated[str, typer.Option(help="DEM collections")] = "cop-dem-glo-30",
+        outlines: Annotated[str | None, typer.Option(help="reference (default: the card's)")]
+        = None,
+        out: Annotated[str | None, typer.Option(help="folder for evaluation.json/.md/.png")]
+        = None,
+        threads: Annotated[int, typer.Option(help="torch CPU threads")] = 1,
+    ) -> None:
+        """Per-fold and ensemble scores of a trained model on another scene of its area, beside
+        the band-ratio, NDSI, tuned-threshold and everything-is-ice baselines."""
+        import torch
+
+        from glacierscale.load import MissingBandError
+        from glacierscale.train import evaluate_model
+        from glacierscale.train.reevaluate import summary_line
+
+        torch.set_num_threads(threads)
+        try:
+            ev, meta = evaluate_model(model, resolve_catalog(catalog),
+                                      collections=_split(collections), start=_date(start),
+                                      end=_date(end), dem_collections=_split(dem_collections),
+                                      outlines=outlines, out=out)
+        except (MissingBandError, ValueError, FileNotFoundError) as exc:
+            raise _fail(exc) from exc
+        typer.echo(json.dumps({"items": meta["items"], "iou": summary_line(ev)}))
