@@ -62,7 +62,10 @@ class RunConfig(BaseModel):
     dem_collections: tuple[str, ...] = ("cop-dem-glo-30",)
     reference: str | None = Field(None, description="reference outlines for evaluation")
     tiles_per_task: int = Field(100, ge=1, description="tiles per Prefect task")
+    year: int | None = Field(None, description="season year when start/end are not given "
+                             "(default: last year)")
     max_cloud_cover: float = Field(80.0, ge=0, le=100)
+    max_scenes: int = Field(3, ge=1, description="scenes composited per tile")
     grid: GridConfig = GridConfig()
     infer: InferConfig = InferConfig()
 

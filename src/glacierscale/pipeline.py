@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import date
 from functools import lru_cache
 from typing import Any
 
@@ -22,13 +23,14 @@ import numpy as np
 from pyproj import Transformer
 
 from glacierscale import __version__
-from glacierscale.catalog import open_catalog
+from glacierscale.catalog import open_catalog, season_dates, select_scenes
 from glacierscale.config import RunConfig
+from glacierscale.core.grid import core_mask
 from glacierscale.core.tiles import TileSpec
 from glacierscale.infer import predict_tile
 from glacierscale.inventory import vectorize_tile
 from glacierscale.io import Store, write_cog, write_geoparquet
-from glacierscale.load import MissingBandError, load_tile
+from glacierscale.load import DEM_BANDS, MissingBandError, configure_cloud_reads, load_tile
 from glacierscale.models import GlacierModel, load_model
 from glacierscale.plan import plan_tiles
 
@@ -54,11 +56,13 @@ class TileResult:
     seconds: dict[str, float] = field(default_factory=dict)
     glacier_km2: float = 0.0
     item_ids: tuple[str, ...] = ()
+    cloud_masked: bool | None = None  # None: not loaded (skipped, no scenes)
 
     def to_dict(self) -> dict[str, Any]:
         return {"tile_id": self.tile_id, "status": self.status, "reason": self.reason,
                 "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
-                "glacier_km2": round(self.glacier_km2, 4), "item_ids": list(self.item_ids)}
+                "glacier_km2": round(self.glacier_km2, 4), "item_ids": list(self.item_ids),
+                "cloud_masked": self.cloud_masked}
 
 
 def tile_key(tile: TileSpec, name: str) -> str:
@@ -134,17 +138,31 @@ def _process(tile: TileSpec, cfg: RunConfig, seconds: dict[str, float]) -> TileR
     with _stage(seconds, "search"):
         source = open_catalog(cfg.catalog)
         bbox = tile_bbox_lonlat(tile)
-        optical = source.search(bbox, cfg.start, cfg.end, cfg.collections)
-        needs_dem = any(b in ("elevation", "slope", "aspect", "hillshade") for b in bands)
+        start, end = _date_window(cfg, bbox)
+        found = source.search(bbox, start, end, cfg.collections)
+        selection = select_scenes(found, bbox=bbox, start=start, end=end,
+                                  max_cloud_cover=cfg.max_cloud_cover,
+                                  max_scenes=cfg.max_scenes)
+        optical = list(selection.items)
+        needs_dem = any(b in DEM_BANDS for b in bands)
         dem = source.search(bbox, None, None, cfg.dem_collections) if needs_dem else []
     if not optical:
         return TileResult(tile.tile_id, "no-data",
-                          f"no scenes in {cfg.start}..{cfg.end} in collections "
-                          f"{list(cfg.collections) or 'all'}", seconds)
+                          f"no usable scenes in {start}..{end} in collections "
+                          f"{list(cfg.collections) or 'all'} ({len(found)} found, cloud cover "
+                          f"<= {cfg.max_cloud_cover:g}%)", seconds)
     with _stage(seconds, "load"):
-        ds = load_tile(tile, bands, optical, dem).compute()
+        configure_cloud_reads()
+        # Threads, not the distributed client: this already runs inside a Dask task, and the
+        # tile's chunks are small enough that the worker's own threads read them best.
+        ds = load_tile(tile, bands, optical, dem).compute(scheduler="threads")
         image = np.stack([ds[b].values.astype("float32", copy=False) for b in bands])
         item_ids = tuple(ds.attrs.get("item_ids", [i.id for i in optical]))
+        cloud_masked = bool(ds.attrs.get("cloud_masked", False))
+        dates = [i.datetime for i in optical if i.datetime is not None]
+        notes: dict[str, Any] = {
+            "selection": selection.report(), "cloud_masked": cloud_masked,
+            "datetime": max(dates).strftime("%Y-%m-%dT%H:%M:%SZ") if dates else None}
     core = (slice(None), *tile.core_slice)
     if not np.isfinite(image[core]).all(axis=0).any():
         return TileResult(tile.tile_id, "no-data", "no valid pixels in the tile core", seconds,
@@ -152,7 +170,9 @@ def _process(tile: TileSpec, cfg: RunConfig, seconds: dict[str, float]) -> TileR
     with _stage(seconds, "infer"):
         pred = predict_tile(model, image, cfg.infer)
     prob = pred.prob[tile.core_slice]
-    valid = np.isfinite(prob)
+    # Along a UTM zone border the neighbouring zone's tile owns part of this square: leave it
+    # nodata here so no ground is mapped (and counted) twice.
+    valid = np.isfinite(prob) & core_mask(tile)
     prob_u8 = np.where(valid, np.round(np.nan_to_num(prob) * 100.0), NODATA_U8).astype("uint8")
     mask = np.where(valid, (np.nan_to_num(prob) >= cfg.infer.threshold), NODATA_U8)
     mask = mask.astype("uint8")
@@ -160,14 +180,15 @@ def _process(tile: TileSpec, cfg: RunConfig, seconds: dict[str, float]) -> TileR
     tags = _provenance(cfg, model, item_ids)
     unc = None if pred.uncertainty is None else pred.uncertainty[tile.core_slice]
     with _stage(seconds, "write"):
-        common = {"transform": tile.core_transform, "crs": tile.crs, "tags": tags}
-        write_cog(store, tile_key(tile, PROB), prob_u8, nodata=NODATA_U8,
-                  descriptions=["glacier probability (percent)"], **common)
-        write_cog(store, tile_key(tile, MASK), mask, nodata=NODATA_U8,
-                  descriptions=["glacier mask (1 glacier, 0 not glacier)"], **common)
+        def cog(name: str, data: np.ndarray, nodata: float, description: str) -> None:
+            write_cog(store, tile_key(tile, name), data, transform=tile.core_transform,
+                      crs=tile.crs, nodata=nodata, tags=tags, descriptions=[description])
+
+        cog(PROB, prob_u8, NODATA_U8, "glacier probability (percent)")
+        cog(MASK, mask, NODATA_U8, "glacier mask (1 glacier, 0 not glacier)")
         if unc is not None:
-            write_cog(store, tile_key(tile, UNCERTAINTY), unc.astype("float32"), nodata=np.nan,
-                      descriptions=["glacier probability standard deviation"], **common)
+            cog(UNCERTAINTY, unc.astype("float32"), np.nan,
+                "glacier probability standard deviation")
     with _stage(seconds, "vectorize"):
         polys = vectorize_tile(mask, np.where(valid, prob, np.nan).astype("float32"),
                                transform=tile.core_transform, crs=tile.crs,
@@ -176,9 +197,19 @@ def _process(tile: TileSpec, cfg: RunConfig, seconds: dict[str, float]) -> TileR
         write_geoparquet(store, tile_key(tile, OUTLINES), polys)
         glacier_km2 = float(polys.geometry.area.sum() / 1e6) if len(polys) else 0.0
     with _stage(seconds, "write"):
-        record = _tile_record(tile, cfg, tags, valid, item_ids, unc is not None)
+        record = _tile_record(tile, cfg, tags, valid, item_ids, unc is not None, notes)
         store.write_bytes_atomic(tile_key(tile, ITEM), json.dumps(record, indent=1).encode())
-    return TileResult(tile.tile_id, "done", "", seconds, glacier_km2, item_ids)
+    return TileResult(tile.tile_id, "done", "", seconds, glacier_km2, item_ids, cloud_masked)
+
+
+def _date_window(cfg: RunConfig, bbox: tuple[float, float, float, float]
+                 ) -> tuple[date | None, date | None]:
+    """The run's dates, or the end-of-melt-season window of the tile's latitude and year."""
+    if cfg.start or cfg.end:
+        return cfg.start, cfg.end
+    lat = 0.5 * (bbox[1] + bbox[3])
+    year = cfg.year or date.today().year - 1
+    return season_dates(lat, year)
 
 
 def _provenance(cfg: RunConfig, model: GlacierModel, item_ids: Sequence[str]) -> dict[str, str]:
@@ -193,7 +224,8 @@ def _provenance(cfg: RunConfig, model: GlacierModel, item_ids: Sequence[str]) ->
 
 
 def _tile_record(tile: TileSpec, cfg: RunConfig, tags: dict[str, str], valid: np.ndarray,
-                 item_ids: Sequence[str], has_unc: bool) -> dict[str, Any]:
+                 item_ids: Sequence[str], has_unc: bool, notes: dict[str, Any]
+                 ) -> dict[str, Any]:
     """STAC item of a tile's outputs; its geometry is the footprint of valid data (lon/lat)."""
     footprint = _valid_footprint(valid, tile)
     assets = {"probability": PROB, "mask": MASK} | ({"uncertainty": UNCERTAINTY} if has_unc else {})
@@ -202,14 +234,16 @@ def _tile_record(tile: TileSpec, cfg: RunConfig, tags: dict[str, str], valid: np
         "collection": "glacierscale-outputs",
         "geometry": footprint["geometry"], "bbox": footprint["bbox"],
         "properties": {
-            "datetime": (cfg.end or cfg.start).isoformat() + "T00:00:00Z"
-            if (cfg.end or cfg.start) else None,
+            # the latest input acquisition: what the outputs show the glacier as
+            "datetime": notes["datetime"],
             "proj:code": tile.crs, "proj:shape": [tile.size_px, tile.size_px],
             "proj:transform": list(tile.core_transform)[:6],
             "glacierscale:config_token": tags["config_token"],
             "glacierscale:model": tags["model"],
             "glacierscale:version": tags["glacierscale_version"],
             "glacierscale:input_items": list(item_ids),
+            "glacierscale:cloud_masked": notes["cloud_masked"],
+            "glacierscale:scene_selection": notes["selection"],
         },
         "assets": {k: {"href": f"./{v}", "type": "image/tiff; application=geotiff; "
                        "profile=cloud-optimized", "roles": ["data"]} for k, v in assets.items()}

@@ -121,6 +121,13 @@ def render_report(cfg: RunConfig, records: Sequence[dict[str, Any]], timings: di
         *[f"| {k} (sum over tiles) | {v:.2f} |" for k, v in stage.items()],
         *[f"| {k} | {v:.2f} |" for k, v in timings.items()], "",
     ]
+    unmasked = [r["tile_id"] for r in records if r.get("cloud_masked") is False]
+    if unmasked:
+        lines += ["## Clouds", "",
+                  f"{len(unmasked)} tile(s) were loaded from items without a cloud mask asset "
+                  "(no SCL, QA_PIXEL or Fmask): clouds there are not masked, and bright cloud can "
+                  "be mapped as ice. Tiles: " + ", ".join(unmasked[:20])
+                  + (" ..." if len(unmasked) > 20 else ""), ""]
     problems = [r for r in records if r["status"] in ("failed", "no-data")]
     if problems:
         lines += ["## Tiles without outputs", "", "| tile | status | reason |", "|---|---|---|"]

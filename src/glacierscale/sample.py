@@ -184,7 +184,7 @@ def _write_item(root: Path, final_root: Path, item_id: str, collection: str, pla
                    "href": str(final_root / "collections" / f"{collection}.json")}],
     }
     (root / "items" / f"{item_id}.json").write_text(json.dumps(item, indent=1))
-    _write_collection(root, collection, item["bbox"], props["datetime"])
+    _write_collection(root, collection, [min(xs), min(ys), max(xs), max(ys)], props["datetime"])
 
 
 def _write_collection(root: Path, collection: str, bbox: list[float], when: str) -> None:

@@ -7,6 +7,7 @@ import os
 
 import typer
 
+from glacierscale.cli import catalog as _catalog
 from glacierscale.cli import grid as _grid
 from glacierscale.cli import run as _run
 
@@ -17,7 +18,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-for _module in (_run, _grid):
+for _module in (_run, _grid, _catalog):
     _module.register(app)
 
 

@@ -121,6 +121,9 @@ def register(app: typer.Typer) -> None:
         scheduler: Annotated[str | None, typer.Option(help="existing Dask scheduler")] = None,
         description: Annotated[str, typer.Option(help="card description (text or @file)")] = "",
         limitations: Annotated[str, typer.Option(help="card limitations (text or @file)")] = "",
+        ship: Annotated[str | None, typer.Option(
+            help="also copy card and weights into DIR/cards and DIR/weights (the layout of "
+                 "glacierscale/models, where the registry finds shipped models)")] = None,
     ) -> None:
         """Train a U-Net ensemble by spatial cross-validation on imagery and reference outlines."""
         import torch
@@ -156,6 +159,11 @@ def register(app: typer.Typer) -> None:
             )
             with _dask(workers, scheduler) as client:
                 result = train_cv(req, out, client=client, cache=cache)
+            if ship:
+                from glacierscale.train.ship import ship_model
+
+                shipped = ship_model(Path(out) / f"{req.name}.json", ship)
+                typer.echo(f"shipped {shipped}")
         except (MissingBandError, ValueError, FileNotFoundError) as exc:
             raise _fail(exc) from exc
         rows = result.metrics["held_out"]["pooled"]

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from affine import Affine
 
 #: Grid origin (upper-left corner of cell 0,0) per projection family, in projected metres.
-#: UTM north: northing 0..9.4e6 -> rows grow southwards from 10,000 km. UTM south: false northing
-#: 10,000 km: same origin. Polar stereographic: the pole is the centre of a 10,000 km square.
-UTM_ORIGIN = (0.0, 10_000_000.0)
+#: UTM: rows grow southwards from just below 10,000 km (north: northing 0..9.4e6; south: false
+#: northing 10,000 km). 9,999,960 is a multiple of 10, 20, 30 and 60 m, so tiles at any Sentinel-2,
+#: HLS or Landsat pixel size sit on the sensors' own pixel grids and reads need no resampling.
+#: Polar stereographic: the pole is the centre of a 10,000 km square.
+UTM_ORIGIN = (0.0, 9_999_960.0)
 POLAR_ORIGIN = (-5_000_000.0, 5_000_000.0)
 
 

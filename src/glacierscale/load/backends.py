@@ -1,0 +1,206 @@
+"""Readers behind one Protocol: odc-stac (default) and stackstac, onto the same tile grid.
+
+Both take *groups* of items: every group becomes one time slice, its items fused first-valid-wins
+(the scenes of one acquisition split across MGRS tiles, WRS rows or UTM zones), so a tile on a
+granule border is never half empty. Both return a Dataset with dims ``(time, y, x)`` and one
+variable per asset key, on exactly the requested GeoBox, lazily (Dask), with float outputs NaN
+where nothing was read.
+
+Users of either library feel at home: the odc-stac reader is ``odc.stac.load(geobox=...)``, the
+stackstac reader is ``stackstac.stack(epsg=, resolution=, bounds=)`` + ``stackstac.mosaic``.
+benchmarks/io_reads.py times both on the same tiles; the faster one is the default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import pystac
+import xarray as xr
+from odc.geo.geobox import GeoBox
+
+from glacierscale.load.env import cloud_read_settings
+from glacierscale.load.signing import fresh_href
+
+
+@runtime_checkable
+class Loader(Protocol):
+    """Reads groups of STAC items onto a GeoBox as a lazy ``(time, y, x)`` Dataset."""
+
+    name: str
+
+    def read(
+        self,
+        groups: Sequence[Sequence[pystac.Item]],
+        assets: Sequence[str],
+        geobox: GeoBox,
+        *,
+        resampling: str,
+        dtype: str | None,
+        chunks: tuple[int, int],
+    ) -> xr.Dataset:
+        """One time slice per group, one variable per asset key, dims ``(time, y, x)``.
+
+        ``dtype`` ``"float32"`` reads NaN where nothing was read; ``None`` keeps each asset's
+        own data type (half the memory of float32 for 16-bit bands) and fills with its nodata.
+        """
+        ...
+
+
+def _group_index(groups: Sequence[Sequence[pystac.Item]]) -> dict[tuple[str | None, str], int]:
+    index: dict[tuple[str | None, str], int] = {}
+    for g, items in enumerate(groups):
+        for item in items:
+            index[(item.collection_id, item.id)] = g
+    return index
+
+
+class OdcStacLoader:
+    """odc-stac: per-chunk reads with GDAL warp, overviews when shrinking, items fused per chunk."""
+
+    name = "odc-stac"
+
+    def __init__(self, patch_url: Callable[[str], str] | None = fresh_href) -> None:
+        self.patch_url = patch_url
+
+    def read(
+        self,
+        groups: Sequence[Sequence[pystac.Item]],
+        assets: Sequence[str],
+        geobox: GeoBox,
+        *,
+        resampling: str,
+        dtype: str | None,
+        chunks: tuple[int, int],
+    ) -> xr.Dataset:
+        import odc.stac
+
+        index = _group_index(groups)
+        items = [item for g in groups for item in g]
+
+        def key(item: pystac.Item, _parsed: Any, _idx: int) -> int:
+            return index[(item.collection_id, item.id)]
+
+        kwargs: dict[str, Any] = {"dtype": dtype} if dtype else {}
+        ds = odc.stac.load(
+            items,
+            bands=list(assets),
+            geobox=geobox,
+            chunks={"y": chunks[0], "x": chunks[1]},
+            groupby=key,
+            # Items of a group keep the caller's order, so the best-ranked granule wins overlaps.
+            preserve_original_order=True,
+            resampling=resampling,
+            **kwargs,
+            # NaN, not the items' declared nodata, marks pixels nothing was read for; the file's
+            # own nodata still masks the source.
+            nodata=float("nan") if dtype and np.dtype(dtype).kind == "f" else None,
+            fail_on_error=True,
+            patch_url=self.patch_url,
+        )
+        if ds.sizes.get("time") != len(groups):
+            raise RuntimeError(
+                f"odc-stac returned {ds.sizes.get('time')} time slices for {len(groups)} groups; "
+                "items of different groups share an id"
+            )
+        return ds
+
+
+def _stackstac_dict(item: pystac.Item, patch_url: Callable[[str], str] | None) -> dict[str, Any]:
+    """An item dict stackstac understands: it reads ``proj:epsg`` but not STAC 1.1 ``proj:code``."""
+    d = item.to_dict(include_self_link=False, transform_hrefs=False)
+    for holder in [d["properties"], *d["assets"].values()]:
+        code = holder.get("proj:code")
+        if code and "proj:epsg" not in holder and str(code).upper().startswith("EPSG:"):
+            holder["proj:epsg"] = int(str(code).split(":")[1])
+    for key, asset in d["assets"].items():
+        href = item.assets[key].get_absolute_href() or asset["href"]
+        asset["href"] = patch_url(href) if patch_url else href
+    return d
+
+
+class StackstacLoader:
+    """stackstac: one Dask task per item, asset and chunk, GDAL warped VRT reads, then mosaic."""
+
+    name = "stackstac"
+
+    def __init__(self, patch_url: Callable[[str], str] | None = fresh_href) -> None:
+        self.patch_url = patch_url
+
+    def read(
+        self,
+        groups: Sequence[Sequence[pystac.Item]],
+        assets: Sequence[str],
+        geobox: GeoBox,
+        *,
+        resampling: str,
+        dtype: str | None,
+        chunks: tuple[int, int],
+    ) -> xr.Dataset:
+        import stackstac
+        from rasterio.enums import Resampling
+        from stackstac.rio_env import LayeredEnv
+
+        epsg = geobox.crs.epsg if geobox.crs is not None else None
+        if epsg is None:
+            raise ValueError(f"stackstac needs an EPSG code; the tile CRS is {geobox.crs}")
+        res = abs(geobox.resolution.x)
+        b = geobox.boundingbox
+        settings = cloud_read_settings(per_read=True)
+        env = LayeredEnv(always=settings)
+        # stackstac fills with a float NaN; integer quality bands are read as float32 and
+        # turned back into integers by the mask code.
+        out_dtype = np.dtype(dtype or "float32")
+        if out_dtype.kind != "f":
+            out_dtype = np.dtype("float32")
+        slices = []
+        for items in groups:
+            arr = stackstac.stack(
+                [_stackstac_dict(i, self.patch_url) for i in items],
+                assets=list(assets),
+                epsg=epsg,
+                resolution=res,
+                bounds=(b.left, b.bottom, b.right, b.top),
+                snap_bounds=False,
+                resampling=Resampling[resampling],
+                chunksize=(1, 1, chunks[0], chunks[1]),
+                dtype=out_dtype,
+                fill_value=np.float32(np.nan) if out_dtype == np.float32 else np.nan,
+                rescale=False,
+                sortby_date=False,
+                xy_coords="center",
+                properties=False,
+                band_coords=False,
+                gdal_env=env,
+            )
+            # reverse=True: the first item (best ranked) is on top, as with odc-stac.
+            slices.append(stackstac.mosaic(arr, dim="time", reverse=True))
+        stacked = xr.concat(slices, dim="time", join="override")
+        if stacked.shape[-2:] != geobox.shape:
+            raise RuntimeError(
+                f"stackstac returned a {stacked.shape[-2:]} grid for the {geobox.shape} tile grid"
+            )
+        ds = stacked.to_dataset(dim="band")
+        return ds.drop_vars([c for c in ds.coords if c not in ("y", "x")])
+
+
+#: Registered readers by name; benchmarks/io_reads.py measured odc-stac as the faster default.
+LOADERS: Mapping[str, Callable[[], Loader]] = {
+    "odc-stac": OdcStacLoader,
+    "stackstac": StackstacLoader,
+}
+DEFAULT_LOADER = "odc-stac"
+
+
+def get_loader(name: str | Loader | None = None) -> Loader:
+    """A loader by name (``odc-stac`` or ``stackstac``), or the given instance unchanged."""
+    if name is None:
+        name = DEFAULT_LOADER
+    if not isinstance(name, str):
+        return name
+    try:
+        return LOADERS[name]()
+    except KeyError:
+        raise ValueError(f"unknown loader {name!r}; choose one of {sorted(LOADERS)}") from None
