@@ -55,6 +55,7 @@ class RunConfig(BaseModel):
     end: date | None = None
     model: str = "band-ratio"
     out: str = "glacierscale-out"
+    run_id: str = Field("", description="recorded in outputs; does not change them")
     workers: int = Field(2, ge=1)
     threads_per_worker: int = Field(1, ge=1)
     scheduler: str | None = Field(None, description="address of an existing Dask scheduler")
@@ -78,8 +79,9 @@ class RunConfig(BaseModel):
 
     def token(self) -> str:
         """Deterministic short hash of the settings that change outputs (not workers or paths)."""
-        payload = self.model_dump(mode="json", exclude={"out", "workers", "threads_per_worker",
-                                                        "scheduler", "tiles_per_task", "reference"})
+        volatile = {"out", "run_id", "workers", "threads_per_worker", "scheduler",
+                    "tiles_per_task", "reference"}
+        payload = self.model_dump(mode="json", exclude=volatile)
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -29,18 +29,16 @@ from glacierscale.core.grid import core_mask
 from glacierscale.core.tiles import TileSpec
 from glacierscale.infer import predict_tile
 from glacierscale.inventory import vectorize_tile
-from glacierscale.io import Store, write_cog, write_geoparquet
+from glacierscale.io import Provenance, Store, tile_complete, write_tile_outputs
+from glacierscale.io.tiles import encode_mask
 from glacierscale.load import DEM_BANDS, MissingBandError, configure_cloud_reads, load_tile
 from glacierscale.models import GlacierModel, load_model
 from glacierscale.plan import plan_tiles
 
 log = logging.getLogger(__name__)
 
-#: Output names under ``tiles/<tile_id>/``: the contract users' scripts rely on.
-PROB, MASK, UNCERTAINTY, OUTLINES, ITEM = (
-    "glacier_prob.tif", "glacier_mask.tif", "glacier_uncertainty.tif", "outlines.parquet",
-    "item.json")
-NODATA_U8 = 255
+#: The tile's STAC item: written last, its presence marks a complete tile.
+ITEM = "item.json"
 #: Per-tile problems that become a "failed" status instead of stopping the run. Anything else
 #: (a bug) is recorded too, with its type, so one bad tile never loses the others' work.
 _TILE_ERRORS: tuple[type[BaseException], ...] = (Exception,)
@@ -81,20 +79,23 @@ def _model(name: str) -> GlacierModel:
     return load_model(name)
 
 
+def _provenance(cfg: RunConfig, model: GlacierModel, item_ids: Sequence[str]) -> Provenance:
+    return Provenance(input_ids=tuple(item_ids), model=model.card.name,
+                      weights_hash=getattr(model.card, "weights_hash", "") or "none",
+                      version=__version__, run_id=cfg.run_id, config_token=cfg.token())
+
+
 def tile_done(tile: TileSpec, cfg: RunConfig) -> bool:
-    """True when the tile's outputs exist and were made by this configuration (resume)."""
+    """True when the tile's outputs are complete and were made with this configuration.
+
+    A cheap pre-check for resuming (no catalog search); ``process_tile`` then also checks that the
+    inputs it would use today are the ones the outputs were made from.
+    """
     store = Store(cfg.out)
-    key = tile_key(tile, ITEM)
-    if not store.exists(key):
+    if not tile_complete(store, tile.tile_id):
         return False
-    try:
-        record = json.loads(store.read_bytes(key))
-    except (ValueError, OSError):
-        return False
-    props = record.get("properties", {})
-    if props.get("glacierscale:config_token") != cfg.token():
-        return False
-    return all(store.exists(tile_key(tile, n)) for n in (PROB, MASK, OUTLINES))
+    item = json.loads(store.read_bytes(tile_key(tile, ITEM)))
+    return bool(item.get("properties", {}).get("glacierscale:config_token") == cfg.token())
 
 
 @contextmanager
@@ -122,8 +123,6 @@ def process_tile(tile: TileSpec, cfg: RunConfig) -> TileResult:
     """Map one tile end to end; per-tile problems become a status, never an exception."""
     seconds: dict[str, float] = {}
     try:
-        if tile_done(tile, cfg):
-            return TileResult(tile.tile_id, "skipped", "valid outputs already exist")
         return _process(tile, cfg, seconds)
     except MissingBandError as exc:
         return TileResult(tile.tile_id, "failed", str(exc), seconds)
@@ -151,55 +150,44 @@ def _process(tile: TileSpec, cfg: RunConfig, seconds: dict[str, float]) -> TileR
                           f"no usable scenes in {start}..{end} in collections "
                           f"{list(cfg.collections) or 'all'} ({len(found)} found, cloud cover "
                           f"<= {cfg.max_cloud_cover:g}%)", seconds)
+    store = Store(cfg.out)
+    provenance = _provenance(cfg, model, [i.id for i in optical])
+    if tile_complete(store, tile.tile_id, provenance.token(tile.tile_id)):
+        # same tile, same input scenes, same model and settings: the outputs stand
+        return TileResult(tile.tile_id, "skipped", "valid outputs already exist", seconds)
     with _stage(seconds, "load"):
         configure_cloud_reads()
         # Threads, not the distributed client: this already runs inside a Dask task, and the
         # tile's chunks are small enough that the worker's own threads read them best.
         ds = load_tile(tile, bands, optical, dem).compute(scheduler="threads")
         image = np.stack([ds[b].values.astype("float32", copy=False) for b in bands])
-        item_ids = tuple(ds.attrs.get("item_ids", [i.id for i in optical]))
         cloud_masked = bool(ds.attrs.get("cloud_masked", False))
-        dates = [i.datetime for i in optical if i.datetime is not None]
-        notes: dict[str, Any] = {
-            "selection": selection.report(), "cloud_masked": cloud_masked,
-            "datetime": max(dates).strftime("%Y-%m-%dT%H:%M:%SZ") if dates else None}
     core = (slice(None), *tile.core_slice)
     if not np.isfinite(image[core]).all(axis=0).any():
         return TileResult(tile.tile_id, "no-data", "no valid pixels in the tile core", seconds,
-                          item_ids=item_ids)
+                          item_ids=provenance.input_ids, cloud_masked=cloud_masked)
     with _stage(seconds, "infer"):
         pred = predict_tile(model, image, cfg.infer)
-    prob = pred.prob[tile.core_slice]
     # Along a UTM zone border the neighbouring zone's tile owns part of this square: leave it
     # nodata here so no ground is mapped (and counted) twice.
-    valid = np.isfinite(prob) & core_mask(tile)
-    prob_u8 = np.where(valid, np.round(np.nan_to_num(prob) * 100.0), NODATA_U8).astype("uint8")
-    mask = np.where(valid, (np.nan_to_num(prob) >= cfg.infer.threshold), NODATA_U8)
-    mask = mask.astype("uint8")
-    store = Store(cfg.out)
-    tags = _provenance(cfg, model, item_ids)
+    prob = np.where(core_mask(tile), pred.prob[tile.core_slice], np.nan).astype("float32")
     unc = None if pred.uncertainty is None else pred.uncertainty[tile.core_slice]
-    with _stage(seconds, "write"):
-        def cog(name: str, data: np.ndarray, nodata: float, description: str) -> None:
-            write_cog(store, tile_key(tile, name), data, transform=tile.core_transform,
-                      crs=tile.crs, nodata=nodata, tags=tags, descriptions=[description])
-
-        cog(PROB, prob_u8, NODATA_U8, "glacier probability (percent)")
-        cog(MASK, mask, NODATA_U8, "glacier mask (1 glacier, 0 not glacier)")
-        if unc is not None:
-            cog(UNCERTAINTY, unc.astype("float32"), np.nan,
-                "glacier probability standard deviation")
+    mask = encode_mask(prob, cfg.infer.threshold)
     with _stage(seconds, "vectorize"):
-        polys = vectorize_tile(mask, np.where(valid, prob, np.nan).astype("float32"),
-                               transform=tile.core_transform, crs=tile.crs,
+        polys = vectorize_tile(mask, prob, transform=tile.core_transform, crs=tile.crs,
                                tile_id=tile.tile_id, uncertainty=unc,
                                min_area_m2=max(5000.0, 50 * cfg.grid.resolution**2))
-        write_geoparquet(store, tile_key(tile, OUTLINES), polys)
         glacier_km2 = float(polys.geometry.area.sum() / 1e6) if len(polys) else 0.0
+    dates = sorted(i.datetime for i in optical if i.datetime is not None)
     with _stage(seconds, "write"):
-        record = _tile_record(tile, cfg, tags, valid, item_ids, unc is not None, notes)
-        store.write_bytes_atomic(tile_key(tile, ITEM), json.dumps(record, indent=1).encode())
-    return TileResult(tile.tile_id, "done", "", seconds, glacier_km2, item_ids, cloud_masked)
+        write_tile_outputs(
+            store, tile, prob, provenance=provenance, uncertainty=unc, mask=mask, outlines=polys,
+            threshold=cfg.infer.threshold, when=dates[0] if dates else datetime.now(UTC),
+            end=dates[-1] if len(dates) > 1 else None,
+            properties={"glacierscale:cloud_masked": cloud_masked,
+                        "glacierscale:scene_selection": selection.report()})
+    return TileResult(tile.tile_id, "done", "", seconds, glacier_km2, provenance.input_ids,
+                      cloud_masked)
 
 
 def _date_window(cfg: RunConfig, bbox: tuple[float, float, float, float]
@@ -210,62 +198,6 @@ def _date_window(cfg: RunConfig, bbox: tuple[float, float, float, float]
     lat = 0.5 * (bbox[1] + bbox[3])
     year = cfg.year or date.today().year - 1
     return season_dates(lat, year)
-
-
-def _provenance(cfg: RunConfig, model: GlacierModel, item_ids: Sequence[str]) -> dict[str, str]:
-    card = model.card
-    return {
-        "glacierscale_version": __version__,
-        "model": card.name,
-        "model_weights_sha256": getattr(card, "weights_hash", "") or "none",
-        "config_token": cfg.token(),
-        "input_items": ",".join(item_ids),
-    }
-
-
-def _tile_record(tile: TileSpec, cfg: RunConfig, tags: dict[str, str], valid: np.ndarray,
-                 item_ids: Sequence[str], has_unc: bool, notes: dict[str, Any]
-                 ) -> dict[str, Any]:
-    """STAC item of a tile's outputs; its geometry is the footprint of valid data (lon/lat)."""
-    footprint = _valid_footprint(valid, tile)
-    assets = {"probability": PROB, "mask": MASK} | ({"uncertainty": UNCERTAINTY} if has_unc else {})
-    return {
-        "type": "Feature", "stac_version": "1.1.0", "id": tile.tile_id,
-        "collection": "glacierscale-outputs",
-        "geometry": footprint["geometry"], "bbox": footprint["bbox"],
-        "properties": {
-            # the latest input acquisition: what the outputs show the glacier as
-            "datetime": notes["datetime"],
-            "proj:code": tile.crs, "proj:shape": [tile.size_px, tile.size_px],
-            "proj:transform": list(tile.core_transform)[:6],
-            "glacierscale:config_token": tags["config_token"],
-            "glacierscale:model": tags["model"],
-            "glacierscale:version": tags["glacierscale_version"],
-            "glacierscale:input_items": list(item_ids),
-            "glacierscale:cloud_masked": notes["cloud_masked"],
-            "glacierscale:scene_selection": notes["selection"],
-        },
-        "assets": {k: {"href": f"./{v}", "type": "image/tiff; application=geotiff; "
-                       "profile=cloud-optimized", "roles": ["data"]} for k, v in assets.items()}
-        | {"outlines": {"href": f"./{OUTLINES}", "type": "application/vnd.apache.parquet",
-                        "roles": ["data"]}},
-        "links": [],
-    }
-
-
-def _valid_footprint(valid: np.ndarray, tile: TileSpec) -> dict[str, Any]:
-    """GeoJSON footprint (lon/lat) of the valid pixels of a tile core, simplified to ~2 pixels."""
-    from rasterio.features import shapes
-    from shapely.geometry import mapping, shape
-    from shapely.ops import transform as shp_transform
-    from shapely.ops import unary_union
-
-    parts = [shape(g) for g, v in shapes(valid.astype("uint8"), mask=valid,
-                                         transform=tile.core_transform) if v == 1]
-    geom = unary_union(parts).simplify(2 * tile.resolution)
-    to_ll = Transformer.from_crs(tile.crs, "EPSG:4326", always_xy=True)
-    geom_ll = shp_transform(to_ll.transform, geom)
-    return {"geometry": mapping(geom_ll), "bbox": [round(v, 7) for v in geom_ll.bounds]}
 
 
 TileFn = Callable[[TileSpec, RunConfig], TileResult]
@@ -297,40 +229,46 @@ def finalize(cfg: RunConfig, results: Sequence[TileResult],
     Reads what the tiles wrote (not what the workers returned), so it also merges tiles finished by
     an earlier, interrupted run.
     """
-    from glacierscale.inventory import attach_rgi, has_rgi_ids, merge_tiles, read_outlines
+    from glacierscale.inventory import has_rgi_ids, read_outlines, rebuild_inventory
     from glacierscale.io import read_geoparquet
     from glacierscale.report import evaluate_run, quicklook_png, render_report
 
     store = Store(cfg.out)
-    finished = [r for r in results if r.status in ("done", "skipped")]
-    t0 = time.perf_counter()
-    frames = [read_geoparquet(store, f"tiles/{r.tile_id}/{OUTLINES}") for r in finished]
-    inventory = merge_tiles(frames)
+    finished = [r.tile_id for r in results if r.status in ("done", "skipped")]
     reference = read_outlines(cfg.reference) if cfg.reference else None
-    if reference is not None and len(inventory) and has_rgi_ids(reference):
-        inventory = attach_rgi(inventory, reference, date_pred=cfg.end or cfg.start,
-                               date_ref=None)
-    write_geoparquet(store, "inventory/glaciers.parquet", inventory)
-    timings = dict(timings) | {"merge": time.perf_counter() - t0}
+    timings = dict(timings)
+    inventory = None
+    if finished:
+        t0 = time.perf_counter()
+        # RGI identity and area change need RGI outlines; any other reference (a local outline,
+        # as in the demo) is still used for the evaluation below.
+        rgi = cfg.reference if reference is not None and has_rgi_ids(reference) else None
+        rebuild_inventory(cfg.out, reference=rgi, date_pred=cfg.end)
+        inventory = read_geoparquet(store, "inventory/glaciers.parquet")
+        timings["merge"] = time.perf_counter() - t0
     records = [r.to_dict() for r in results]
     evaluation = None
-    if reference is not None:
+    if reference is not None and inventory is not None:
         t1 = time.perf_counter()
-        evaluation = evaluate_run(store, [r.tile_id for r in finished], inventory, reference, cfg)
+        evaluation = evaluate_run(store, finished, inventory, reference, cfg)
         timings["evaluate"] = time.perf_counter() - t1
     manifest = {
         "glacierscale_version": __version__,
+        "run_id": cfg.run_id,
         "config": cfg.model_dump(mode="json"),
         "config_token": cfg.token(),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "tiles": records,
     }
     store.write_bytes_atomic("manifest.json", json.dumps(manifest, indent=1).encode())
-    png = quicklook_png(store, [r.tile_id for r in finished], inventory, reference, cfg)
-    if png is not None:
-        store.write_bytes_atomic("quicklook.png", png)
-    km2 = float(inventory["area_km2"].sum()) if len(inventory) else 0.0
-    report = render_report(cfg, records, timings, evaluation, len(inventory), km2,
+    png = None
+    if inventory is not None:
+        png = quicklook_png(store, finished, inventory, reference, cfg)
+        if png is not None:
+            store.write_bytes_atomic("quicklook.png", png)
+    n = len(inventory) if inventory is not None else 0
+    km2 = float(inventory["area_km2"].sum()) if inventory is not None and n else 0.0
+    report = render_report(cfg, records, timings, evaluation, n, km2,
                            quicklook="quicklook.png" if png is not None else None)
     store.write_bytes_atomic("report.md", report.encode())
-    return RunSummary(cfg.out, records, report, png, evaluation, len(inventory), km2)
+    return RunSummary(cfg.out, records, report, png, evaluation, n, km2)

@@ -9,6 +9,7 @@ import typer
 
 from glacierscale.cli import catalog as _catalog
 from glacierscale.cli import grid as _grid
+from glacierscale.cli import merge as _merge
 from glacierscale.cli import run as _run
 
 app = typer.Typer(
@@ -18,7 +19,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-for _module in (_run, _grid, _catalog):
+for _module in (_run, _grid, _catalog, _merge):
     _module.register(app)
 
 

@@ -1,0 +1,127 @@
+"""Rebuild a run's inventory from its tile outputs: merge, RGI identity, summary, exports.
+
+A tile counts once its ``item.json`` exists (the item is written last), so merging a run that is
+still going, was interrupted or was resumed gives the inventory of the tiles finished so far.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import json
+import logging
+import statistics
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date, datetime
+from typing import Any
+
+import geopandas as gpd
+import pystac
+from shapely.geometry import shape
+from shapely.ops import unary_union
+
+from glacierscale.inventory.merge import merge_tiles
+from glacierscale.inventory.outlines import read_outlines
+from glacierscale.inventory.rgi import attach_rgi, has_rgi_ids, missing_reference
+from glacierscale.inventory.summary import region_summary
+from glacierscale.io import (
+    Store,
+    check_bucket,
+    read_geoparquet,
+    write_collection,
+    write_geoparquet,
+    write_vector,
+)
+
+log = logging.getLogger(__name__)
+
+INVENTORY_KEY = "inventory/glaciers.parquet"
+SUMMARY_KEY = "inventory/summary.csv"
+EXPORT_FORMATS = ("gpkg", "fgb", "geojson")
+
+
+def _item_date(props: dict[str, Any]) -> date | None:
+    """Date of a tile item: its datetime, else the middle of start/end."""
+    def parse(v: Any) -> datetime | None:
+        return datetime.fromisoformat(str(v).replace("Z", "+00:00")) if v else None
+
+    dt = parse(props.get("datetime"))
+    if dt is None:
+        start, end = parse(props.get("start_datetime")), parse(props.get("end_datetime"))
+        if start is None or end is None:
+            return None
+        dt = start + (end - start) / 2
+    return dt.date()
+
+
+def _read_item(store: Store, tile_id: str) -> pystac.Item:
+    key = f"tiles/{tile_id}/item.json"
+    return pystac.Item.from_dict(json.loads(store.read_bytes(key)), href=store.url(key),
+                                 migrate=True)
+
+
+def rebuild_inventory(out: str, *, reference: str | None = None, intersects: str | None = None,
+                      date_pred: date | None = None, date_ref: date | None = None,
+                      exports: Sequence[str] = (), min_area_m2: float = 5000.0,
+                      write_stac: bool = True,
+                      storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Merge ``tiles/*/outlines.parquet`` of the run at ``out`` into ``inventory/``.
+
+    Writes ``inventory/glaciers.parquet`` (GeoParquet, EPSG:4326), ``inventory/summary.csv``
+    (per region), any ``exports`` (gpkg, fgb, geojson) as ``inventory/glaciers.<ext>`` and the
+    run's STAC ``collection.json``. With a ``reference``, glaciers get RGI ids and area change,
+    and reference glaciers wholly inside the mapped area with no predicted ice are listed with
+    zero area. Returns a summary dict.
+    """
+    bad = [e for e in exports if e not in EXPORT_FORMATS]
+    if bad:
+        raise ValueError(f"unknown export format(s) {bad}; choose from {list(EXPORT_FORMATS)}")
+    check_bucket(out, storage_options)
+    store = Store(out, storage_options)
+    keys = set(store.list("tiles/"))
+    done = sorted(k.split("/")[1] for k in keys if k.endswith("/item.json"))
+    pending = sorted({k.split("/")[1] for k in keys} - set(done))
+    if not done:
+        raise FileNotFoundError(
+            f"no finished tiles under {store.url('tiles/')}; run `glacierscale run --out {out}` "
+            "first (a tile is finished once its item.json exists)")
+    # Object stores answer many small reads in parallel far faster than one after another.
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        frames = list(pool.map(lambda t: read_geoparquet(store, f"tiles/{t}/outlines.parquet"),
+                               [t for t in done if f"tiles/{t}/outlines.parquet" in keys]))
+        items = list(pool.map(lambda t: _read_item(store, t), done))
+    inventory = merge_tiles(frames, min_area_m2=min_area_m2)
+    if date_pred is None:
+        dates = sorted(d for d in (_item_date(it.properties) for it in items) if d is not None)
+        date_pred = statistics.median_low(dates) if dates else None
+    mapped = unary_union([shape(it.geometry) for it in items if it.geometry])
+    ref = read_outlines(reference) if reference else None
+    if ref is not None and not has_rgi_ids(ref):
+        raise ValueError(f"the reference {reference!r} has no RGI id column (RGIId or rgi_id); "
+                         "merge without --reference, or pass RGI outlines")
+    if ref is not None:
+        divides = read_outlines(intersects) if intersects else None
+        inventory = attach_rgi(inventory, ref, date_pred=date_pred, date_ref=date_ref,
+                               intersects=divides)
+        inventory = missing_reference(inventory, ref, mapped, date_pred=date_pred,
+                                      date_ref=date_ref)
+    written = [write_geoparquet(store, INVENTORY_KEY, gpd.GeoDataFrame(inventory))]
+    summary = region_summary(inventory)
+    buf = _io.StringIO()
+    summary.to_csv(buf, index=False, float_format="%.10g")
+    written.append(store.write_bytes_atomic(SUMMARY_KEY, buf.getvalue().encode()))
+    for fmt in exports:
+        written.append(write_vector(store, f"inventory/glaciers.{fmt}", inventory, fmt))
+    if write_stac:
+        written.append(write_collection(store, items))
+    total = summary[summary["region"] == "total"]
+    result = {
+        "tiles_merged": len(done), "tiles_unfinished": len(pending),
+        "glaciers": len(inventory),
+        "area_km2": float(inventory["area_km2"].sum()) if len(inventory) else 0.0,
+        "ref_area_km2": float(total["ref_area_km2"].iloc[0]) if reference and len(total)
+        else None,
+        "date_pred": date_pred.isoformat() if date_pred else None, "written": written,
+    }
+    log.info("merged %d tiles into %d glaciers", len(done), len(inventory))
+    return result

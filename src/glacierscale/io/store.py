@@ -1,0 +1,263 @@
+"""Storage rooted at a URL (local path, file://, s3://, gs://, memory://) through fsspec.
+
+Every write is atomic: bytes go to a temporary key under ``.glacierscale-tmp/`` first and are moved
+into place only once complete, so the final key never holds a partial object, whatever kills the
+writer (OOM, pre-emption, SIGKILL). On a local disk the move is a rename; on object stores it is a
+server-side copy, which publishes the object whole. Thousands of workers can write at once because
+each temporary key is unique and each tile writes its own keys.
+
+Credentials stay inside the fsspec filesystem: they are never part of a URL, a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import fsspec
+from fsspec.core import url_to_fs
+
+log = logging.getLogger(__name__)
+
+#: Prefix of temporary keys, relative to the store root; ``Store.list`` hides it.
+TMP_PREFIX = ".glacierscale-tmp"
+#: Environment variables whose values are secrets and must never reach a log, tag or output.
+SECRET_ENV = (
+    "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ACCESS_KEY_ID",
+    "GOOGLE_APPLICATION_CREDENTIALS_JSON", "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_STORAGE_CONNECTION_STRING",
+)
+_SECRET_OPTION_WORDS = ("secret", "token", "key", "password", "credential", "sas")
+_CHUNK = 8 * 1024 * 1024
+
+
+def redact_url(url: str) -> str:
+    """``url`` without any user:password part, safe for logs and metadata."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def secret_values(storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Secret strings known to this process (environment and storage options), longest first."""
+    found = [os.environ.get(k, "") for k in SECRET_ENV]
+
+    def walk(opts: Any) -> None:
+        if isinstance(opts, dict):
+            for k, v in opts.items():
+                if isinstance(v, str) and any(w in str(k).lower() for w in _SECRET_OPTION_WORDS):
+                    found.append(v)
+                else:
+                    walk(v)
+
+    walk(storage_options or {})
+    # Short values (e.g. "test") would redact ordinary words; real secrets are long.
+    return sorted({s for s in found if len(s) >= 8}, key=len, reverse=True)
+
+
+def redact(text: str, storage_options: dict[str, Any] | None = None) -> str:
+    """Replace every known secret value in ``text`` by ``***``."""
+    for s in secret_values(storage_options):
+        text = text.replace(s, "***")
+    return text
+
+
+class Store:
+    """fsspec-backed storage rooted at a URL; keys are ``/``-separated paths below the root.
+
+    >>> store = Store("memory://demo")
+    >>> store.write_bytes_atomic("a/b.txt", b"hi")
+    'memory:///demo/a/b.txt'
+    >>> store.read_bytes("a/b.txt")
+    b'hi'
+    """
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None):
+        if not url:
+            raise ValueError("an output URL is required, e.g. ./out, s3://bucket/prefix")
+        self._options = dict(storage_options or {})
+        self.fs, root = url_to_fs(str(url), **self._options)
+        self.root = root.rstrip("/") if root not in ("/", "") else root
+        self.is_local = "file" in _protocols(self.fs)
+        if self.is_local:
+            self.root = str(Path(self.root).resolve())
+
+    def __repr__(self) -> str:
+        # Storage options (which may hold keys) are deliberately left out.
+        return f"Store({self.url('')!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled for Dask workers: rebuild from URL and options rather than the live filesystem.
+        return (Store, (self.url(""), self._options))
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        """A copy of the options the filesystem was built with (may hold secrets: never log)."""
+        return dict(self._options)
+
+    def _path(self, key: str) -> str:
+        key = key.lstrip("/")
+        if not key:
+            return self.root
+        return f"{self.root}/{key}" if self.root else key
+
+    def url(self, key: str) -> str:
+        """Full URL of a key: a plain path for local storage (what GDAL opens), else scheme://."""
+        path = self._path(key)
+        if self.is_local:
+            return path
+        return str(self.fs.unstrip_protocol(path))
+
+    def exists(self, key: str) -> bool:
+        """True if an object (or a folder with objects) exists at ``key``."""
+        return bool(self.fs.exists(self._path(key)))
+
+    def size(self, key: str) -> int:
+        """Size in bytes of the object at ``key``."""
+        return int(self.fs.size(self._path(key)))
+
+    def read_bytes(self, key: str) -> bytes:
+        """The whole object at ``key``; FileNotFoundError names the URL when it is missing."""
+        try:
+            return bytes(self.fs.cat_file(self._path(key)))
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"no object at {redact_url(self.url(key))}") from exc
+
+    def get_file(self, key: str, local_path: str | Path) -> Path:
+        """Download ``key`` to ``local_path``."""
+        self.fs.get_file(self._path(key), str(local_path))
+        return Path(local_path)
+
+    def _tmp_path(self, key: str) -> str:
+        name = key.rstrip("/").rsplit("/", 1)[-1]
+        return self._path(f"{TMP_PREFIX}/{uuid.uuid4().hex}-{name}")
+
+    def _publish(self, tmp: str, key: str) -> str:
+        final = self._path(key)
+        parent = final.rsplit("/", 1)[0]
+        if self.is_local:
+            os.makedirs(parent, exist_ok=True)
+            os.replace(tmp, final)  # atomic rename on one filesystem, replaces an older object
+        else:
+            self.fs.mv(tmp, final)
+            with contextlib.suppress(Exception):
+                self.fs.invalidate_cache(parent)
+        log.debug("published %s", redact_url(self.url(key)))
+        return self.url(key)
+
+    @contextlib.contextmanager
+    def open_atomic(self, key: str) -> Iterator[IO[bytes]]:
+        """A writable binary file that appears at ``key`` only if the block completes.
+
+        On an exception the temporary object is removed and nothing is published; if the process
+        dies, only a temporary key is left behind (``clean_tmp`` removes those).
+        """
+        tmp = self._tmp_path(key)
+        if self.is_local:
+            os.makedirs(tmp.rsplit("/", 1)[0], exist_ok=True)
+        try:
+            with self.fs.open(tmp, "wb") as f:
+                yield f
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.fs.rm_file(tmp)
+            raise
+        self._publish(tmp, key)
+
+    def write_bytes_atomic(self, key: str, data: bytes) -> str:
+        """Write ``data`` to ``key`` atomically; returns the URL."""
+        with self.open_atomic(key) as f:
+            f.write(data)
+        return self.url(key)
+
+    def put_file_atomic(self, local_path: str | Path, key: str) -> str:
+        """Upload a local file to ``key`` atomically; returns the URL."""
+        local_path = Path(local_path)
+        if not local_path.is_file():
+            raise FileNotFoundError(f"{local_path} is not a file")
+        tmp = self._tmp_path(key)
+        try:
+            if self.is_local:
+                os.makedirs(tmp.rsplit("/", 1)[0], exist_ok=True)
+                shutil.copyfile(local_path, tmp)
+            else:
+                self.fs.put_file(str(local_path), tmp)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.fs.rm_file(tmp)
+            raise
+        return self._publish(tmp, key)
+
+    def delete(self, key: str) -> None:
+        """Remove the object at ``key`` if it exists."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self._path(key))
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Sorted keys (relative to the root) of objects under ``prefix``, temporaries hidden."""
+        base = self._path(prefix)
+        with contextlib.suppress(Exception):
+            self.fs.invalidate_cache(base)
+        try:
+            found = self.fs.find(base)
+        except FileNotFoundError:
+            return []
+        root = self.root.rstrip("/") + "/" if self.root else ""
+        keys = []
+        for p in found:
+            p = str(p)
+            if self.is_local:
+                p = str(Path(p))
+            rel = p[len(root):] if p.startswith(root) else p
+            if rel and not rel.startswith(TMP_PREFIX + "/"):
+                keys.append(rel)
+        return sorted(keys)
+
+    def clean_tmp(self, older_than_s: float = 24 * 3600.0) -> int:
+        """Remove temporary objects left by killed writers older than ``older_than_s``.
+
+        The age guard keeps uploads still in flight on other workers; returns how many were removed.
+        """
+        base = self._path(TMP_PREFIX)
+        try:
+            entries = self.fs.find(base, detail=True)
+        except FileNotFoundError:
+            return 0
+        now = time.time()
+        removed = 0
+        for path, info in entries.items():
+            mtime = _mtime(info)
+            if mtime is None or now - mtime >= older_than_s:
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm_file(path)
+                    removed += 1
+        return removed
+
+
+def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
+    proto = fs.protocol
+    return (proto,) if isinstance(proto, str) else tuple(proto)
+
+
+def _mtime(info: dict[str, Any]) -> float | None:
+    for k in ("mtime", "LastModified", "last_modified", "created", "updated"):
+        v = info.get(k)
+        if v is None:
+            continue
+        if isinstance(v, int | float):
+            return float(v)
+        if hasattr(v, "timestamp"):
+            return float(v.timestamp())
+    return None
