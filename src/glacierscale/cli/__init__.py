@@ -25,8 +25,10 @@ for _module in (_run, _grid, _catalog, _merge):
 
 def main() -> None:
     """Console entry point."""
-    logging.basicConfig(
-        level=os.environ.get("GLACIERSCALE_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    level = os.environ.get("GLACIERSCALE_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level != "DEBUG":
+        # Every HTTP request and Dask comm at INFO would drown what glacierscale says.
+        for noisy in ("httpx", "distributed", "botocore", "urllib3", "asyncio"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     app()
