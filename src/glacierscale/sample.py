@@ -31,7 +31,7 @@ ATHABASCA_WINDOW = (date(2020, 8, 1), date(2020, 9, 30))
 EARTH_SEARCH = "https://earth-search.aws.element84.com/v1"
 
 # The catalog layout changes when this does; bump it to rebuild caches.
-_SAMPLE_VERSION = "3"
+_SAMPLE_VERSION = "4"
 
 _PROJ_EXT = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 _RASTER_EXT = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
@@ -147,8 +147,9 @@ def _write_item(root: Path, final_root: Path, item_id: str, collection: str, pla
         else:
             band["unit"] = "metre"
         assets[key] = {
-            # Absolute hrefs at the catalog's final place (it is built in a temporary folder).
-            "href": str(final_root / "cogs" / item_id / f"{key}.tif"),
+            # file:// URIs at the catalog's final place (it is built in a temporary folder): a
+            # bare "/path" would resolve against an API's host once a STAC API serves the item.
+            "href": (final_root / "cogs" / item_id / f"{key}.tif").as_uri(),
             "type": "image/tiff; application=geotiff; profile=cloud-optimized",
             "roles": ["data"],
             "raster:bands": [band],
@@ -181,7 +182,7 @@ def _write_item(root: Path, final_root: Path, item_id: str, collection: str, pla
         "assets": assets,
         # STAC 1.1 wants a collection link wherever an item names its collection.
         "links": [{"rel": "collection", "type": "application/json",
-                   "href": str(final_root / "collections" / f"{collection}.json")}],
+                   "href": (final_root / "collections" / f"{collection}.json").as_uri()}],
     }
     (root / "items" / f"{item_id}.json").write_text(json.dumps(item, indent=1))
     _write_collection(root, collection, [min(xs), min(ys), max(xs), max(ys)], props["datetime"])

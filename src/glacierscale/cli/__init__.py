@@ -11,6 +11,7 @@ from glacierscale.cli import catalog as _catalog
 from glacierscale.cli import grid as _grid
 from glacierscale.cli import merge as _merge
 from glacierscale.cli import run as _run
+from glacierscale.cli import train as _train
 
 app = typer.Typer(
     name="glacierscale",
@@ -19,7 +20,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-for _module in (_run, _grid, _catalog, _merge):
+for _module in (_run, _grid, _catalog, _merge, _train):
     _module.register(app)
 
 

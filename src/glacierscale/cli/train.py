@@ -108,6 +108,9 @@ def register(app: typer.Typer) -> None:
         lr: Annotated[float, typer.Option(help="peak learning rate (one-cycle)")] = 3e-3,
         seeds: Annotated[str, typer.Option(help="seeds; more than one reports seed variance, the "
                                            "first is shipped")] = "0",
+        region_column: Annotated[str | None, typer.Option(
+            help="regional folds: whole regions of this outline attribute (e.g. O2Region) "
+                 "instead of stripes of tiles")] = None,
         ring_px: Annotated[int, typer.Option(help="uncertain ring at outlines, px per side")] = 1,
         known_within_m: Annotated[float | None, typer.Option(
             help="incomplete reference: label only within this distance of an outline")] = None,
@@ -153,9 +156,10 @@ def register(app: typer.Typer) -> None:
                 train=TrainConfig(width=width, depth=depth, chip_px=chip_px, steps=steps,
                                   batch_size=batch_size, lr=lr, precision=precision,  # type: ignore[arg-type]
                                   augment=Augment(enabled=augment)),
-                seeds=tuple(int(s) for s in _split(seeds)),
+                seeds=tuple(int(s) for s in _split(seeds)), region_column=region_column,
                 description=_text(description), limitations=_text(limitations),
                 command=" ".join(["glacierscale", *map(shlex.quote, sys.argv[1:])]),
+                catalog_name=catalog,
             )
             with _dask(workers, scheduler) as client:
                 result = train_cv(req, out, client=client, cache=cache)

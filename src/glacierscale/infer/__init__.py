@@ -1,0 +1,31 @@
+"""Inference: arrays in, blended probabilities out (windows, batching, device, blending, ensembles).
+
+Knows nothing of STAC or storage: callers hand over (C, H, W) arrays in the model card's band order
+and receive :class:`Prediction` objects.
+"""
+
+from __future__ import annotations
+
+from glacierscale.infer.engine import Prediction, predict_tile, predict_tiles
+from glacierscale.infer.runtime import (
+    Capabilities,
+    Runtime,
+    choose_runtime,
+    probe_capabilities,
+    resolve_runtime,
+)
+from glacierscale.infer.uncertainty import TTA, MCDropout, with_uncertainty
+
+__all__ = [
+    "TTA",
+    "Capabilities",
+    "MCDropout",
+    "Prediction",
+    "Runtime",
+    "choose_runtime",
+    "predict_tile",
+    "predict_tiles",
+    "probe_capabilities",
+    "resolve_runtime",
+    "with_uncertainty",
+]

@@ -1,0 +1,156 @@
+"""Plain helpers of the flows (no Prefect here): batches, regions, tile functions, Dask clients.
+
+Kept apart from ``glacierscale.orchestrate`` so the flow module reads as the flow; everything here
+is re-exported there.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from threading import Lock
+from typing import Any
+
+from glacierscale.config import RunConfig
+from glacierscale.core.tiles import TileSpec
+from glacierscale.pipeline import TileResult, process_tile
+
+log = logging.getLogger(__name__)
+
+TileFn = Callable[[TileSpec, RunConfig], TileResult]
+
+#: Errors worth retrying (network, storage and cluster hiccups); anything else is a bug or bad
+#: input and is recorded on the tile instead.
+TRANSIENT: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, OSError)
+TILE_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A Prefect task's worth of tiles of one region."""
+
+    region: str
+    index: int
+    tile_ids: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.region} #{self.index} ({len(self.tile_ids)} tiles)"
+
+
+def make_batches(region: str, tile_ids: Sequence[str], size: int) -> list[Batch]:
+    """Cut a region's tiles into batches of at most ``size`` tiles, in plan order."""
+    if size < 1:
+        raise ValueError("tiles_per_task must be >= 1 (about 100 keeps Prefect task runs few)")
+    return [Batch(region, i // size, tuple(tile_ids[i:i + size]))
+            for i in range(0, len(tile_ids), size)]
+
+
+def tile_of(tile_id: str, cfg: RunConfig) -> TileSpec:
+    """The tile of an id, on the run's grid."""
+    g = cfg.grid
+    return TileSpec.from_id(tile_id, g.tile_size_px, g.resolution, g.halo_px)
+
+
+def group_by_region(tiles: Sequence[TileSpec], regions: Sequence[str] | None = None
+                    ) -> dict[str, list[str]]:
+    """Tile ids per region label, in first-seen order.
+
+    ``regions[i]`` labels ``tiles[i]`` (an RGI O1 code from the plan); tiles without one are
+    grouped by projection (``zone-32611``), which keeps each group geographically compact.
+    """
+    out: dict[str, list[str]] = {}
+    for i, t in enumerate(tiles):
+        label = (regions[i] if regions is not None else "") or f"zone-{t.epsg}"
+        out.setdefault(label, []).append(t.tile_id)
+    return out
+
+
+def plan_regions(cfg: RunConfig, regions: Sequence[str] = (),
+                 bbox: tuple[float, float, float, float] | None = None) -> dict[str, list[str]]:
+    """Plan the run's tiles and group them by the RGI region owning most glacier area in each."""
+    from glacierscale.plan import plan_tiles
+
+    plan = plan_tiles(cfg.aoi, cfg.grid, regions=tuple(regions), bbox=bbox)
+    labels: list[str] = [""] * len(plan.tiles)
+    if plan.glaciers is not None and len(plan.glaciers):
+        g = plan.glaciers
+        area = g.groupby(["tile_id", "o1region"])["area_km2"].sum().reset_index()
+        best = area.sort_values(["tile_id", "area_km2"], ascending=[True, False])
+        owner = dict(best.drop_duplicates("tile_id")[["tile_id", "o1region"]].itertuples(
+            index=False, name=None))
+        reach = dict(zip(plan.frame["tile_id"], plan.frame["regions"], strict=True))
+        labels = [str(owner.get(t.tile_id) or reach.get(t.tile_id, "").split(",")[0])
+                  for t in plan.tiles]
+    return group_by_region(plan.tiles, labels)
+
+
+def load_tile_fn(tile_fn: TileFn | str | None) -> TileFn:
+    """The tile function: a callable, a ``"module:function"`` path, or the real pipeline."""
+    if tile_fn is None:
+        return process_tile
+    if callable(tile_fn):
+        return tile_fn
+    module, _, name = tile_fn.partition(":")
+    if not module or not name:
+        raise ValueError(f"tile_fn {tile_fn!r}: expected 'package.module:function'")
+    fn = getattr(importlib.import_module(module), name)
+    if not callable(fn):
+        raise TypeError(f"tile_fn {tile_fn!r} is not callable")
+    return fn  # type: ignore[no-any-return]
+
+
+def run_tile(tile_id: str, cfg: RunConfig, tile_fn: TileFn) -> TileResult:
+    """One tile on a Dask worker: retry transient errors with backoff, record anything else."""
+    tile = tile_of(tile_id, cfg)
+    for attempt in range(1, TILE_ATTEMPTS + 1):
+        try:
+            return tile_fn(tile, cfg)
+        except TRANSIENT as exc:
+            if attempt == TILE_ATTEMPTS:
+                return TileResult(tile_id, "failed", f"{type(exc).__name__} after {attempt} "
+                                  f"attempts: {exc}")
+            time.sleep(0.5 * 2 ** (attempt - 1))
+        except Exception as exc:  # a tile's bug must not lose the batch's other tiles
+            log.exception("tile %s failed", tile_id)
+            return TileResult(tile_id, "failed", f"{type(exc).__name__}: {exc}")
+    raise AssertionError("unreachable")
+
+
+_clients: dict[str, Any] = {}
+_clients_lock = Lock()
+
+
+@contextmanager
+def dask_client(address: str) -> Iterator[Any]:
+    """A Dask client for work inside a Prefect task.
+
+    On a Dask worker (DaskTaskRunner) this is ``worker_client``, which secedes the worker thread
+    while the batch waits for its tiles (without that, batches holding every worker thread would
+    wait forever for tile tasks that cannot start). Elsewhere one client per scheduler is shared.
+    """
+    from distributed import Client, get_worker, worker_client
+
+    try:
+        get_worker()
+    except ValueError:
+        with _clients_lock:
+            client = _clients.get(address)
+            if client is None or client.status not in ("running", "connecting"):
+                client = _clients[address] = Client(address, set_as_default=False)
+        yield client
+        return
+    with worker_client() as client:
+        yield client
+
+
+def close_clients() -> None:
+    """Close the clients ``dask_client`` opened outside Dask workers."""
+    with _clients_lock:
+        for client in _clients.values():
+            client.close()
+        _clients.clear()

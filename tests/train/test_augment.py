@@ -1,0 +1,47 @@
+"""Augmentation: image and labels move together; jitter keeps band ratios; directional bands."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from glacierscale.train.augment import Augment, dihedral
+
+
+def test_dihedral_moves_labels_with_pixels() -> None:
+    rng = np.random.default_rng(1)
+    img = rng.uniform(size=(2, 6, 6)).astype(np.float32)
+    lab = (img[0] > 0.5).astype(np.uint8)
+    seen = set()
+    for k in range(4):
+        for flip in (False, True):
+            i2, l2 = dihedral(img, lab, k, flip)
+            np.testing.assert_array_equal(l2, (i2[0] > 0.5).astype(np.uint8))
+            seen.add(i2.tobytes())
+    assert len(seen) == 8  # the eight symmetries of the square are all different
+
+
+def test_jitter_is_seeded_and_keeps_ratios_and_terrain() -> None:
+    rng = np.random.default_rng(0)
+    bands = ("red", "swir16", "elevation")
+    img = rng.uniform(0.1, 0.9, size=(3, 8, 8)).astype(np.float32)
+    img[2] = 3000.0
+    lab = np.zeros((8, 8), np.uint8)
+    aug = Augment(brightness=0.2, contrast=0.0)
+    a1, _ = aug.apply(img, lab, bands, np.random.default_rng(5))
+    a2, _ = aug.apply(img, lab, bands, np.random.default_rng(5))
+    np.testing.assert_array_equal(a1, a2)
+    # brightness scales optical bands by one factor: the red/swir16 ratio (any symmetry) holds
+    assert np.allclose(np.sort((a1[0] / a1[1]).ravel()), np.sort((img[0] / img[1]).ravel()),
+                       rtol=1e-5)
+    assert (a1[2] == 3000.0).all()
+    assert not np.allclose(a1[0].mean(), img[0].mean())
+
+
+def test_directional_bands_are_never_rotated() -> None:
+    img = np.arange(2 * 16, dtype=np.float32).reshape(2, 4, 4)
+    lab = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    aug = Augment(brightness=0.0, contrast=0.0)
+    for s in range(10):
+        _, l2 = aug.apply(img, lab, ("red", "aspect"), np.random.default_rng(s))
+        np.testing.assert_array_equal(l2, lab)
+    assert Augment(enabled=False).apply(img, lab, ("red",), np.random.default_rng(0))[1] is lab
