@@ -144,8 +144,14 @@ def region_inventory(region: str, tile_ids: list[str], cfg: RunConfig, tile_fn: 
     finished: queue.Queue[Any] = queue.Queue()
     for fut in futures:
         fut.add_done_callback(finished.put)
-    for _ in futures:
-        progress.update(_next(finished).result())
+    try:
+        for _ in futures:
+            progress.update(_next(finished).result())
+    except BaseException:
+        # Cancelled or failed: close this process's Dask clients so batch tasks waiting on
+        # threads return now (their finished tiles are stored; a rerun resumes from them).
+        close_clients()
+        raise
     progress.publish(final=True)
     return progress.results
 

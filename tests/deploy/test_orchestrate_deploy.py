@@ -263,8 +263,9 @@ def test_same_deployment_on_a_tcp_dask_cluster_survives_sigkill_of_a_worker(
 def test_in_process_run_on_tcp_cluster_writes_each_tile_once_despite_sigkill(
         prefect_server: PrefectServer, dask_tcp: DaskTCP, tmp_path: Path) -> None:
     """``run()`` from this process (the CLI's path) on the TCP cluster with the DaskTaskRunner
-    (batch tasks themselves on the workers, one of which dies), 16 synthetic tiles whose every write is journaled: after a worker is SIGKILLed the
-    run finishes and no tile is ever written twice."""
+    (batch tasks themselves on the workers, one of which dies), 16 synthetic tiles whose every
+    write is journaled: after a worker is SIGKILLed the run finishes and no tile is ever written
+    twice."""
     from glacierscale.orchestrate import run
 
     out = tmp_path / "out"
