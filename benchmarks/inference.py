@@ -154,13 +154,14 @@ def _plot(whole: np.ndarray, maps: dict[str, np.ndarray], path: Path, margin: in
 # -- 2 and 3. overhead and CPU fast path ---------------------------------------------------------
 def raw_batches(model: TorchModel, image: np.ndarray, cfg: InferConfig,
                 rt: Runtime) -> list[torch.Tensor]:
-    """The engine's windows, normalised and batched exactly as it feeds them to the network
-    (NCHW; with channels_last weights oneDNN's first convolution reorders the input)."""
+    """The engine's windows, normalised and batched as it batches them, already in the runtime's
+    memory format (the fastest input for the network: a conservative baseline)."""
     layout = WindowLayout.for_shape(image.shape[1:], cfg.window_px, cfg.overlap)
     x = normalised(model, image)[0]
     k = cfg.window_px
     wins = [x[:, r:r + k, c:c + k] for r, c in layout.windows()]
-    return [torch.stack(wins[i:i + cfg.batch_size]).contiguous()
+    fmt = torch.channels_last if rt.channels_last else torch.contiguous_format
+    return [torch.stack(wins[i:i + cfg.batch_size]).contiguous(memory_format=fmt)
             for i in range(0, len(wins), cfg.batch_size)]
 
 
