@@ -21,7 +21,8 @@ class Prediction:
 
     ``prob``: float32 (H, W) glacier probability in [0, 1], NaN where any input band was NaN.
     ``uncertainty``: float32 (H, W) standard deviation of the probability across samples (ensemble
-    members, TTA, MC dropout), NaN where invalid; None for single-sample models.
+    members, TTA, MC dropout), taken per window and blended like the probability; NaN where
+    invalid; None for single-sample models. ``threshold`` is the run's decision threshold.
     """
 
     prob: np.ndarray

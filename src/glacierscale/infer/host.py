@@ -1,12 +1,14 @@
 """The host-window engine: windows are read and packed on the host, one batch at a time.
 
 Inputs are read window by window, so a lazy array (a memory map, a dask array, a windowed COG
-reader) is never materialised whole. A source with ``read_into(out, row, col)``, which fills a
-``(C, k, k)`` float32 array with the window at ``(row, col)``, is read straight into the batch
-buffer: memory is one float32 accumulator per tile in flight (plus
-one for the uncertainty band) and a few batch buffers, whatever the size or number of tiles. On
-the CPU windows are normalised while they are packed; on CUDA raw batches go to the device through
-pinned buffers and a side stream, and batch k is accumulated while batch k+1 runs.
+reader) is never materialised whole: memory is one float32 accumulator per tile in flight (plus
+one for the uncertainty band) and a few batch buffers, whatever the size or number of tiles. A
+source with ``read_into(out, row, col)``, which fills a ``(C, k, k)`` float32 array with the window
+at ``(row, col)``, decodes into a reused buffer instead of a new array per window.
+
+On the CPU windows are normalised while they are packed, into a channels_last batch; on CUDA raw
+batches go to the device through pinned buffers and a side stream, and batch k is accumulated
+while batch k+1 runs.
 """
 
 from __future__ import annotations
