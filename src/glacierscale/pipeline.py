@@ -20,12 +20,11 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from pyproj import Transformer
 
 from glacierscale import __version__
 from glacierscale.catalog import open_catalog, season_dates, select_scenes
 from glacierscale.config import RunConfig
-from glacierscale.core.grid import core_mask
+from glacierscale.core.grid import core_mask, tile_bbox_lonlat
 from glacierscale.core.tiles import TileSpec
 from glacierscale.infer import predict_tile
 from glacierscale.inventory import vectorize_tile
@@ -105,18 +104,6 @@ def _stage(seconds: dict[str, float], name: str) -> Iterator[None]:
         yield
     finally:
         seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
-
-
-def tile_bbox_lonlat(tile: TileSpec) -> tuple[float, float, float, float]:
-    """Lon/lat box of the tile with its halo (densified edges, so curved edges are inside)."""
-    minx, miny, maxx, maxy = tile.bounds
-    t = np.linspace(0.0, 1.0, 21)
-    xs = np.concatenate([minx + (maxx - minx) * t, np.full_like(t, maxx),
-                         maxx - (maxx - minx) * t, np.full_like(t, minx)])
-    ys = np.concatenate([np.full_like(t, miny), miny + (maxy - miny) * t,
-                         np.full_like(t, maxy), maxy - (maxy - miny) * t])
-    lon, lat = Transformer.from_crs(tile.crs, "EPSG:4326", always_xy=True).transform(xs, ys)
-    return (float(np.min(lon)), float(np.min(lat)), float(np.max(lon)), float(np.max(lat)))
 
 
 def process_tile(tile: TileSpec, cfg: RunConfig) -> TileResult:

@@ -294,3 +294,19 @@ def grid_spec(epsg: int, size_px: int = 1024, resolution: float = 10.0) -> GridS
     # odc-geo puts the *lower* edge of row 0 at the origin when rows grow downwards (flipy).
     return GridSpec(f"EPSG:{epsg}", (size_px, size_px), resolution,
                     origin=xy_(ox, oy - size_px * resolution), flipy=True)
+
+
+def tile_bbox_lonlat(tile: TileSpec) -> tuple[float, float, float, float]:
+    """Lon/lat box of the tile with its halo, for catalog searches.
+
+    The edges are densified because a projected square is a curved shape in lon/lat: its corners
+    alone would miss the bulge of its edges.
+    """
+    minx, miny, maxx, maxy = tile.bounds
+    t = np.linspace(0.0, 1.0, 21)
+    xs = np.concatenate([minx + (maxx - minx) * t, np.full_like(t, maxx),
+                         maxx - (maxx - minx) * t, np.full_like(t, minx)])
+    ys = np.concatenate([np.full_like(t, miny), miny + (maxy - miny) * t,
+                         np.full_like(t, maxy), maxy - (maxy - miny) * t])
+    lon, lat = to_lonlat(tile.epsg).transform(xs, ys)
+    return (float(np.min(lon)), float(np.min(lat)), float(np.max(lon)), float(np.max(lat)))

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from pyproj import Transformer
 
+from glacierscale.core.grid import tile_bbox_lonlat
 from glacierscale.core.tiles import TileSpec
 from glacierscale.models import ModelCard
 from glacierscale.train.labels import UNKNOWN, LabelRules, make_labels, rasterize_outlines
@@ -114,18 +114,6 @@ def band_statistics(chips: Sequence[Chip]) -> tuple[tuple[float, ...], tuple[flo
     std = np.sqrt(np.maximum(s2 / n - mean * mean, 0.0))
     std = np.where(std > 1e-6, std, 1.0)  # a constant band must not divide by zero
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
-
-
-def tile_bbox_lonlat(tile: TileSpec) -> tuple[float, float, float, float]:
-    """Lon/lat box of the tile with its halo (edges densified so the curved box is covered)."""
-    minx, miny, maxx, maxy = tile.bounds
-    t = np.linspace(0.0, 1.0, 11)
-    xs = np.concatenate([minx + (maxx - minx) * t, np.full_like(t, maxx),
-                         maxx - (maxx - minx) * t, np.full_like(t, minx)])
-    ys = np.concatenate([np.full_like(t, miny), miny + (maxy - miny) * t,
-                         np.full_like(t, maxy), maxy - (maxy - miny) * t])
-    lon, lat = Transformer.from_crs(tile.crs, "EPSG:4326", always_xy=True).transform(xs, ys)
-    return (float(np.min(lon)), float(np.min(lat)), float(np.max(lon)), float(np.max(lat)))
 
 
 def load_stack(tile: TileSpec, source: ChipSource) -> tuple[NDArray[np.float32], tuple[str, ...]]:
