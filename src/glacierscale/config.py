@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from datetime import date
 from pathlib import Path
@@ -16,7 +17,16 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+log = logging.getLogger(__name__)
+
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+#: Pixel size (m) of a run when neither the user nor the model's card names one: the weight-free
+#: baselines (band-ratio, ndsi) work at any resolution, and 10 m is Sentinel-2's finest.
+DEFAULT_RESOLUTION_M = 10.0
+#: A run whose pixels are more than this factor finer or coarser than the model's training
+#: resolution gets a warning: the model sees glaciers at a scale it never learned.
+RESOLUTION_TOLERANCE = 1.5
 
 #: Common band names shared by every sensor after harmonisation.
 OPTICAL_BANDS = ("blue", "green", "red", "nir", "swir16", "swir22")
@@ -27,7 +37,9 @@ class GridConfig(BaseModel):
 
     model_config = _FROZEN
     tile_size_px: int = Field(1024, gt=0, description="core tile width/height in pixels")
-    resolution: float = Field(10.0, gt=0, description="pixel size in metres")
+    resolution: float = Field(DEFAULT_RESOLUTION_M, gt=0,
+                              description="pixel size in metres; when not given, a run uses its "
+                              "model card's resolution_m (else 10)")
     halo_px: int = Field(64, ge=0, description="context pixels added on every side")
     buffer_m: float = Field(500.0, ge=0, description="buffer around glaciers when planning tiles")
 
@@ -85,11 +97,49 @@ class RunConfig(BaseModel):
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
+    def resolution_is_explicit(self) -> bool:
+        """True when the grid resolution was given (CLI, YAML, code), not left at its default."""
+        return "resolution" in self.grid.model_fields_set
+
+    def with_model_resolution(self, resolution_m: float | None) -> RunConfig:
+        """This config with the model's training resolution as its default pixel size.
+
+        ``resolution_m`` is the model card's (None for weight-free baselines: nothing changes).
+        An unset grid resolution becomes the card's, so ``--model default`` runs at the 30 m it
+        was trained at. A resolution the user gave is kept (they may know better), with one
+        warning when it is more than :data:`RESOLUTION_TOLERANCE` times off the card's.
+        Applying it twice changes nothing: the first call makes the resolution explicit.
+        """
+        if resolution_m is None:
+            return self
+        if not self.resolution_is_explicit():
+            grid = GridConfig.model_validate({**self.grid.model_dump(exclude_unset=True),
+                                              "resolution": resolution_m})
+            log.info("grid resolution %g m from the card of model %r (no resolution given)",
+                     grid.resolution, self.model)
+            return self.model_copy(update={"grid": grid})
+        given = self.grid.resolution
+        if max(given, resolution_m) / min(given, resolution_m) > RESOLUTION_TOLERANCE:
+            log.warning("model %r was trained at %g m pixels (its card's resolution_m) but this "
+                        "run uses %g m as given; results may be poor at this scale. Omit the "
+                        "resolution to use the model's %g m.", self.model, resolution_m, given,
+                        resolution_m)
+        return self
+
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> RunConfig:
-        """Read a YAML file; keyword overrides (e.g. from the CLI) win over the file."""
+        """Read a YAML file; keyword overrides (e.g. from the CLI) win over the file.
+
+        Nested sections merge field by field: ``grid={"tile_size_px": 512}`` keeps the file's
+        ``grid.resolution``, so a resolution set in the file still counts as given.
+        """
         data = yaml.safe_load(Path(path).read_text()) or {}
-        data.update({k: v for k, v in overrides.items() if v is not None})
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if isinstance(value, dict) and isinstance(data.get(key), dict):
+                value = {**data[key], **value}
+            data[key] = value
         return cls.model_validate(data)
 
 

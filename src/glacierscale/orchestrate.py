@@ -56,7 +56,7 @@ from glacierscale.orchestrate_batches import (
     run_tile,
     tile_of,
 )
-from glacierscale.pipeline import RunSummary, TileResult, finalize
+from glacierscale.pipeline import RunSummary, TileResult, finalize, resolve_config
 
 log = logging.getLogger(__name__)
 
@@ -341,7 +341,10 @@ def run(cfg: RunConfig, *, tile_fn: TileFn | None = None, tiles: Sequence[TileSp
     replaces planning; ``cluster`` defaults to ``cfg.scheduler`` or local worker processes.
     """
     is_bbox = _is_bbox(cfg.aoi)
-    if tiles is not None:
+    if tiles is None:
+        # The model's card decides an unset resolution (given tiles were planned already).
+        cfg = resolve_config(cfg)
+    else:
         g = cfg.grid
         odd = [t.tile_id for t in tiles
                if (t.size_px, t.resolution, t.halo_px) != (g.tile_size_px, g.resolution, g.halo_px)]

@@ -78,6 +78,16 @@ def _model(name: str) -> GlacierModel:
     return load_model(name)
 
 
+def resolve_config(cfg: RunConfig) -> RunConfig:
+    """The run's config with the defaults its model decides: the grid resolution of its card.
+
+    Call once where a run starts, before planning: every tile, the config token (resume) and the
+    manifest then agree on one pixel size. Loads the model (cached for this process), so an
+    unknown model name fails here, before any tile is planned.
+    """
+    return cfg.with_model_resolution(_model(cfg.model).card.resolution_m)
+
+
 def _provenance(cfg: RunConfig, model: GlacierModel, item_ids: Sequence[str]) -> Provenance:
     return Provenance(input_ids=tuple(item_ids), model=model.card.name,
                       weights_hash=getattr(model.card, "weights_hash", "") or "none",

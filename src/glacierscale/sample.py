@@ -5,14 +5,22 @@ Cloud-Optimized GeoTIFFs in the cache directory and described as STAC items, so 
 exactly the code path of an online run: catalog search -> lazy odc-stac load -> inference ->
 outputs.
 Without the sample data the demo uses the public Earth Search STAC API for the same box and window.
+
+:class:`SampleCatalog` and :func:`build_once` (build a sample folder once, atomically, safe against
+concurrent builders) serve every sample, the Everest training sample included.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import sys
 import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -32,6 +40,9 @@ EARTH_SEARCH = "https://earth-search.aws.element84.com/v1"
 
 # The catalog layout changes when this does; bump it to rebuild caches.
 _SAMPLE_VERSION = "4"
+# Written last into a built sample folder: its presence with the right version is what makes a
+# cached sample trusted (a dot file, so item globs never see it).
+_VERSION_MARKER = ".sample-version"
 
 _PROJ_EXT = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 _RASTER_EXT = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
@@ -62,7 +73,11 @@ _ACQUISITIONS = (
 
 @dataclass(frozen=True)
 class SampleCatalog:
-    """Where the demo's catalog lives and what to ask of it."""
+    """A sample's STAC catalog and what to ask of it: box, time window, collections, reference.
+
+    ``catalog`` is a folder of STAC item JSON (or a STAC API URL when the sample data is absent),
+    ``reference`` the outlines that go with the scene, ``offline`` whether no network is needed.
+    """
 
     catalog: str
     bbox: tuple[float, float, float, float]
@@ -71,6 +86,79 @@ class SampleCatalog:
     collections: tuple[str, ...]
     reference: str | None
     offline: bool
+
+
+def build_once(dest: Path, version: str, build: Callable[[Path], None]) -> Path:
+    """``dest`` as built by ``build`` for ``version``: reused if already there, else built now.
+
+    ``build(folder)`` writes the whole sample into ``folder``, a temporary sibling of ``dest``
+    (hrefs inside must point at ``dest``, where it will live). The folder gets a version marker
+    and is renamed into place only when complete, so an interrupted or failed build never leaves
+    a half sample that a later run would trust, and a folder with another version (or none) is
+    rebuilt. Processes building the same ``dest`` at once all end with a complete one: the first
+    to finish puts its folder in place and the others discard theirs.
+    """
+    if _is_current(dest, version):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=dest.parent))
+    stale: Path | None = None
+    try:
+        build(tmp)
+        (tmp / _VERSION_MARKER).write_text(version)
+        stale = _move_into_place(tmp, dest, version)
+    finally:
+        # The loser of a race (or a failed build) still holds its folder: never leave it behind.
+        for leftover in (tmp, stale):
+            if leftover is not None and leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+    return dest
+
+
+def _is_current(dest: Path, version: str) -> bool:
+    """Whether ``dest`` is a complete sample of ``version`` (its marker is written last)."""
+    try:
+        return (dest / _VERSION_MARKER).read_text() == version
+    except OSError:
+        return False
+
+
+def _move_into_place(tmp: Path, dest: Path, version: str) -> Path | None:
+    """Rename the complete ``tmp`` to ``dest`` unless another builder already put one there.
+
+    Returns where a stale ``dest`` was set aside, for the caller to delete outside the lock. The
+    check and the swap happen under one lock, so a current ``dest`` that a reader may be using is
+    never moved away, and a stale one is renamed aside (never deleted in place).
+    """
+    with _swap_lock(dest.parent):
+        if _is_current(dest, version):
+            return None  # another builder won the race; its sample is as good as ours
+        stale = None
+        if dest.exists():
+            stale = dest.with_name(f".stale-{dest.name}-{uuid.uuid4().hex}")
+            dest.rename(stale)
+        tmp.rename(dest)
+        return stale
+
+
+@contextmanager
+def _swap_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (across processes and threads) while swapping in it.
+
+    The lock is on the folder itself, so nothing is left behind; it is held only for a rename
+    or two, never during a build. Windows has no ``flock``: there the swap is unguarded.
+    """
+    if sys.platform == "win32":
+        yield
+        return
+    import fcntl  # POSIX only, hence here
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def athabasca_sample(data_dir: Path | None, cache: Path) -> SampleCatalog:
@@ -90,27 +178,22 @@ def athabasca_sample(data_dir: Path | None, cache: Path) -> SampleCatalog:
 def build_catalog(src: Path, dest: Path) -> Path:
     """Convert the sample rasters to COGs under ``dest`` and write one STAC item JSON each.
 
-    Built in a temporary sibling folder and renamed into place, so an interrupted build never
-    leaves a half catalog that a later run would trust.
+    Built once (see :func:`build_once`): a complete catalog of this layout version is reused.
+    Returns the folder of item JSON files.
     """
     items_dir = dest / "items"
-    if items_dir.is_dir() and any(items_dir.glob("*.json")):
+    if _is_current(dest, _SAMPLE_VERSION):
         return items_dir
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=dest.parent))
-    try:
+
+    def build(tmp: Path) -> None:
         (tmp / "items").mkdir()
         for acq in _ACQUISITIONS:
             files = {key: _find(src / acq.folder, frag) for key, frag in acq.assets.items()}
             _write_item(tmp, dest, acq.folder, acq.collection, acq.platform, acq.day, files, 1e-4)
         _write_item(tmp, dest, "dem", "cop-dem-glo-30", "tandem-x", date(2021, 4, 22),
                     {"data": src / "dem.tif"}, None)
-        if dest.exists():
-            shutil.rmtree(dest)
-        tmp.rename(dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    build_once(dest, _SAMPLE_VERSION, build)
     log.info("built the sample STAC catalog in %s", items_dir)
     return items_dir
 

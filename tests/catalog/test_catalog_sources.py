@@ -21,6 +21,8 @@ from glacierscale.catalog import (
     split_bbox,
 )
 from glacierscale.catalog.index import write_items
+from glacierscale.core.grid import tile_at, tile_bbox_lonlat
+from glacierscale.core.tiles import TileSpec
 from glacierscale.testing.services import stac_api
 
 COLUMBIA = (-147.5, 60.8, -147.3, 61.0)  # Columbia Glacier, Alaska: the PC Sentinel-2 item
@@ -137,3 +139,74 @@ def test_real_stac_api_on_loopback(shared_data: Path, tmp_path: Path,
         # A box across the antimeridian is queried as two boxes.
         across = api.search((179.7, 64.95, -179.7, 65.05), None, None, ["s2"])
         assert sorted(i.id for i in across) == ["naive", "split"]
+
+
+def _dateline_tile_items() -> tuple[TileSpec, list[pystac.Item]]:
+    """A UTM zone 1 tile across 180° at 65N, and scenes beside it, across it and far along 65N."""
+    tile = tile_at(-179.99, 65.0)
+    both = {"type": "MultiPolygon", "coordinates": [
+        [[[179.5, 64.8], [180, 64.8], [180, 65.2], [179.5, 65.2], [179.5, 64.8]]],
+        [[[-180, 64.8], [-179.5, 64.8], [-179.5, 65.2], [-180, 65.2], [-180, 64.8]]]]}
+    docs = [_feature("west", "s2", "2020-08-10T00:00:00Z", _poly(179.0, 64.8, 179.99, 65.2),
+                     [179.0, 64.8, 179.99, 65.2]),
+            _feature("east", "s2", "2020-08-10T00:00:00Z", _poly(-179.9, 64.8, -179.0, 65.2),
+                     [-179.9, 64.8, -179.0, 65.2]),
+            _feature("both", "s2", "2020-08-10T00:00:00Z", both, [179.5, 64.8, -179.5, 65.2]),
+            # Same latitude band, far from the tile: a world-wide box would wrongly find these.
+            _feature("band-0", "s2", "2020-08-10T00:00:00Z", _poly(0.0, 64.8, 1.0, 65.2),
+                     [0.0, 64.8, 1.0, 65.2]),
+            _feature("band-178", "s2", "2020-08-10T00:00:00Z", _poly(-178.5, 64.8, -178.0, 65.2),
+                     [-178.5, 64.8, -178.0, 65.2])]
+    return tile, [pystac.Item.from_dict(d) for d in docs]
+
+
+def test_a_tile_across_the_antimeridian_finds_scenes_on_both_sides_in_every_local_format(
+        tmp_path: Path) -> None:
+    tile, items = _dateline_tile_items()
+    box = tile_bbox_lonlat(tile)
+    assert box[0] > box[2]  # W > E: the STAC way to say "across the antimeridian"
+    for out in (tmp_path / "c.ndjson", tmp_path / "folder", tmp_path / "c.parquet"):
+        write_items(items, out)
+        got = [i.id for i in open_catalog(str(out)).search(box, None, None, ["s2"])]
+        assert sorted(got) == ["both", "east", "west"], out
+        assert len(got) == len(set(got)), out  # an item on both sides is found once
+
+
+class _RecordingClient:
+    """A pystac-client stand-in: records each /search bbox, answers from an item list."""
+
+    def __init__(self, items: list[pystac.Item]) -> None:
+        self.items = items
+        self.boxes: list[list[float]] = []
+
+    def search(self, *, bbox: list[float], **_: object) -> _RecordingClient._Result:
+        self.boxes.append(bbox)
+        hits = [i for i in self.items if item_footprint(i.geometry, i.bbox).intersects(
+            bbox_geometry(bbox))]
+        return _RecordingClient._Result(hits)
+
+    class _Result:
+        def __init__(self, hits: list[pystac.Item]) -> None:
+            self.hits = hits
+
+        def items(self) -> list[pystac.Item]:
+            return list(self.hits)
+
+
+def test_stac_api_searches_a_box_across_the_antimeridian_as_two_and_dedupes() -> None:
+    tile, items = _dateline_tile_items()
+    w, s, e, n = tile_bbox_lonlat(tile)
+    api = StacApiSource("https://stac.invalid/v1")
+    api._client = client = _RecordingClient(items)
+    got = [i.id for i in api.search((w, s, e, n), None, None, ["s2"])]
+    # Every box sent to the API is an ordinary one (W <= E), each half of the tile's box.
+    assert client.boxes == [[w, s, 180.0, n], [-180.0, s, e, n]]
+    assert sorted(got) == ["both", "east", "west"]  # "both" answered twice, returned once
+
+
+def test_stac_api_searches_a_pole_tile_box_once_over_all_longitudes() -> None:
+    box = tile_bbox_lonlat(tile_at(0.0, 90.0))
+    api = StacApiSource("https://stac.invalid/v1")
+    api._client = client = _RecordingClient([])
+    assert api.search(box, None, None) == []
+    assert client.boxes == [[-180.0, box[1], 180.0, 90.0]]

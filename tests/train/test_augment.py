@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from glacierscale.train.augment import Augment, dihedral
+from glacierscale.train.augment import Augment, blank_strip, dihedral
+from glacierscale.train.labels import UNKNOWN
 
 
 def test_dihedral_moves_labels_with_pixels() -> None:
@@ -26,7 +27,7 @@ def test_jitter_is_seeded_and_keeps_ratios_and_terrain() -> None:
     img = rng.uniform(0.1, 0.9, size=(3, 8, 8)).astype(np.float32)
     img[2] = 3000.0
     lab = np.zeros((8, 8), np.uint8)
-    aug = Augment(brightness=0.2, contrast=0.0)
+    aug = Augment(brightness=0.2, contrast=0.0, nodata=0.0)
     a1, _ = aug.apply(img, lab, bands, np.random.default_rng(5))
     a2, _ = aug.apply(img, lab, bands, np.random.default_rng(5))
     np.testing.assert_array_equal(a1, a2)
@@ -40,8 +41,40 @@ def test_jitter_is_seeded_and_keeps_ratios_and_terrain() -> None:
 def test_directional_bands_are_never_rotated() -> None:
     img = np.arange(2 * 16, dtype=np.float32).reshape(2, 4, 4)
     lab = np.arange(16, dtype=np.uint8).reshape(4, 4)
-    aug = Augment(brightness=0.0, contrast=0.0)
+    aug = Augment(brightness=0.0, contrast=0.0, nodata=0.0)
     for s in range(10):
         _, l2 = aug.apply(img, lab, ("red", "aspect"), np.random.default_rng(s))
         np.testing.assert_array_equal(l2, lab)
     assert Augment(enabled=False).apply(img, lab, ("red",), np.random.default_rng(0))[1] is lab
+
+
+def test_nodata_strip_blanks_image_and_labels_together_along_one_side() -> None:
+    img = np.ones((3, 40, 40), np.float32)
+    lab = np.ones((40, 40), np.uint8)
+    sides = set()
+    for s in range(40):
+        i2, l2 = blank_strip(img, lab, np.random.default_rng(s))
+        gone = np.isnan(i2).all(axis=0)
+        assert (np.isnan(i2).any(axis=0) == gone).all()  # every band at once
+        np.testing.assert_array_equal(gone, l2 == UNKNOWN)  # no data is never labelled
+        assert 2 <= gone.sum() // 40 <= 20  # 5-50 % of the chip
+        rows, cols = np.nonzero(gone)
+        sides.add((rows.min() == 0 and rows.max() == 39, cols.min() == 0, rows.min() == 0))
+        # one contiguous strip touching an edge: full rows or full columns
+        full_rows, full_cols = gone.all(axis=1).sum(), gone.all(axis=0).sum()
+        assert gone.sum() in (full_rows * 40, full_cols * 40)
+    assert len(sides) >= 3  # all four sides are drawn over the seeds
+    assert (img == 1).all() and (lab == 1).all()  # inputs untouched
+
+
+def test_nodata_probability_zero_never_blanks() -> None:
+    img = np.ones((2, 16, 16), np.float32)
+    lab = np.ones((16, 16), np.uint8)
+    aug = Augment(brightness=0.0, contrast=0.0, nodata=0.0)
+    for s in range(20):
+        i2, l2 = aug.apply(img, lab, ("red", "nir"), np.random.default_rng(s))
+        assert np.isfinite(i2).all() and (l2 == 1).all()
+    blanked = sum(np.isnan(Augment(nodata=1.0).apply(img, lab, ("red", "nir"),
+                                                     np.random.default_rng(s))[0]).any()
+                  for s in range(10))
+    assert blanked == 10

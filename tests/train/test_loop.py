@@ -107,3 +107,16 @@ def test_normalise_masked_loss_and_sampler() -> None:
                     16, np.random.default_rng(0))
     with pytest.raises(ValueError, match="multiple of 2\\*\\*depth"):
         TrainConfig(chip_px=30, depth=3)
+
+
+def test_indices_are_checked_before_any_chip_is_built() -> None:
+    from glacierscale.train import ChipSource, TrainRequest
+
+    with pytest.raises(ValueError, match="unknown spectral index"):
+        TrainConfig(indices=("ndmi",))
+    cfg = TrainConfig(indices=("ndsi", "valid"))
+    assert cfg.network_params()["indices"] == ["ndsi", "valid"]
+    assert "indices" not in TrainConfig().network_params()  # plain U-Net cards stay as they were
+    with pytest.raises(ValueError, match=r"needs band\(s\) \['swir16'\]"):
+        TrainRequest(name="x", outlines="o.gpkg",
+                     source=ChipSource("cat", ("blue", "green", "red", "nir")), train=cfg)

@@ -34,3 +34,17 @@ def test_shipped_card_loads_and_records_its_making(name: str) -> None:
     assert 0.5 < card.temperature < 5.0
     assert Path(prov["data"]["outlines"]).name in {"athabasca_outline.shp",
                                                    "15_rgi60_glacier_outlines.gpkg"}
+
+
+def test_default_computes_its_index_channels_and_no_data_mask_in_the_network() -> None:
+    import torch
+
+    from glacierscale.models.features import IndexUNet
+
+    model = load_card_model(str(CARDS_DIR / "unet-athabasca-hls.json"))
+    assert model.card.params["indices"] == ["ndsi", "red_swir16", "ndwi", "ndvi", "valid"]
+    assert all(isinstance(m, IndexUNet) for m in model.members)
+    # The card asks the catalog for the six bands only: the indices are not bands to search for.
+    assert "ndsi" not in model.card.bands
+    x = torch.zeros(1, 6, 32, 32)
+    assert model.members[0].features(x).shape[1] == 11

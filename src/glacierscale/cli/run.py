@@ -8,7 +8,11 @@ from typing import Annotated, Any
 
 import typer
 
-from glacierscale.config import GridConfig, InferConfig, RunConfig, cache_dir, sample_data_dir
+from glacierscale.config import RunConfig, cache_dir, sample_data_dir
+
+#: ``run`` options that fill a nested section of RunConfig rather than a top-level field.
+_GRID_OPTIONS = ("tile_size_px", "resolution", "halo_px")
+_INFER_OPTIONS = ("window_px", "overlap", "batch_size", "device")
 
 
 def _summary_text(summary: Any) -> str:
@@ -22,10 +26,53 @@ def _summary_text(summary: Any) -> str:
     return "\n".join(lines)
 
 
+def _given_options(ctx: typer.Context) -> dict[str, Any]:
+    """The options the user actually typed, by name.
+
+    Options left at their default stay out of the config, so they neither override a ``--config``
+    YAML file nor count as a choice: an untyped ``--resolution`` lets the model card decide.
+    """
+    # Compared by name: typer ships its own copy of click, whose ParameterSource is not click's.
+    defaults = ("DEFAULT", "DEFAULT_MAP")
+    return {name: value for name, value in ctx.params.items()
+            if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") not in defaults}
+
+
+def _run_config(given: dict[str, Any], config: Path | None) -> RunConfig:
+    """RunConfig from the typed options and an optional YAML file (typed options win).
+
+    Defaults come from RunConfig itself, so the CLI and YAML/Python users share one set.
+    """
+    fields = {k: v for k, v in given.items() if k not in (*_GRID_OPTIONS, *_INFER_OPTIONS)}
+    fields.pop("config", None)
+    if not fields.get("collections"):
+        fields.pop("collections", None)  # "" means every collection of the catalog
+    for section, names in (("grid", _GRID_OPTIONS), ("infer", _INFER_OPTIONS)):
+        values = {k: given[k] for k in names if k in given}
+        if values:
+            fields[section] = values
+    if config:
+        return RunConfig.from_yaml(config, **fields)
+    return RunConfig.model_validate(fields)
+
+
+def _resolved(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with the model's defaults applied; a model that cannot load is a --model error."""
+    from glacierscale.pipeline import resolve_config
+
+    try:
+        return resolve_config(cfg)
+    except (ValueError, OSError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--model") from exc
+
+
 def _execute(cfg: RunConfig) -> Any:
     from glacierscale.io import check_bucket
     from glacierscale.orchestrate import run as run_flow
 
+    # Resolved here, the one door of run and demo, so the flow, the tiles' config token and the
+    # manifest all see the resolution actually used.
+    cfg = _resolved(cfg)
     check_bucket(cfg.out)
     summary = run_flow(cfg)
     typer.echo(_summary_text(summary))
@@ -40,6 +87,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def run(
+        ctx: typer.Context,
         aoi: Annotated[str, typer.Option(help="W,S,E,N in degrees, or a path/URL of outlines")],
         catalog: Annotated[str, typer.Option(help="STAC API URL, folder of items, or ndjson")],
         out: Annotated[str, typer.Option(help="output URL (local path, s3://, gs://, ...)")],
@@ -51,7 +99,8 @@ def register(app: typer.Typer) -> None:
         collections: Annotated[str, typer.Option(help="comma-separated collection ids")] = "",
         reference: Annotated[str | None, typer.Option(help="outlines to evaluate against")] = None,
         config: Annotated[Path | None, typer.Option(help="YAML with any RunConfig field")] = None,
-        resolution: Annotated[float, typer.Option(help="pixel size (m)")] = 10.0,
+        resolution: Annotated[float | None, typer.Option(
+            help="pixel size (m); default: the model card's resolution_m, else 10")] = None,
         tile_size_px: Annotated[int, typer.Option(help="tile core size (px)")] = 1024,
         halo_px: Annotated[int, typer.Option(help="context halo (px)")] = 64,
         window_px: Annotated[int, typer.Option(help="inference window (px)")] = 512,
@@ -60,17 +109,9 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")] = "auto",
     ) -> None:
         """Map glaciers over an area: plan tiles, process them on Dask, merge the inventory."""
-        fields: dict[str, Any] = {
-            "aoi": aoi, "catalog": catalog, "out": out, "start": start, "end": end,
-            "model": model, "workers": workers, "scheduler": scheduler,
-            "collections": collections or None, "reference": reference,
-            "grid": GridConfig(tile_size_px=tile_size_px, resolution=resolution, halo_px=halo_px),
-            "infer": InferConfig(window_px=window_px, overlap=overlap, batch_size=batch_size,
-                                 device=device),
-        }
-        cfg = (RunConfig.from_yaml(config, **fields) if config
-               else RunConfig.model_validate({k: v for k, v in fields.items() if v is not None}))
-        _execute(cfg)
+        # The parameters above define the options; their values are read back from ctx, which
+        # also knows which ones were typed (see _given_options).
+        _execute(_run_config(_given_options(ctx), config))
 
     @app.command()
     def demo(

@@ -106,6 +106,12 @@ def register(app: typer.Typer) -> None:
         width: Annotated[int, typer.Option(help="U-Net width")] = 16,
         depth: Annotated[int, typer.Option(help="U-Net depth")] = 3,
         lr: Annotated[float, typer.Option(help="peak learning rate (one-cycle)")] = 3e-3,
+        indices: Annotated[str, typer.Option(
+            help="spectral index channels computed in the network from the bands, e.g. "
+                 "ndsi,red_swir16,ndwi,ndvi,swir_ratio; 'valid' adds the no-data mask")] = "",
+        fill_nodata: Annotated[bool, typer.Option(
+            help="fill no data (scene edges, cloud masks) from the surrounding pixels inside "
+                 "the network")] = False,
         seeds: Annotated[str, typer.Option(help="seeds; more than one reports seed variance, the "
                                            "first is shipped")] = "0",
         region_column: Annotated[str | None, typer.Option(
@@ -115,6 +121,9 @@ def register(app: typer.Typer) -> None:
         known_within_m: Annotated[float | None, typer.Option(
             help="incomplete reference: label only within this distance of an outline")] = None,
         augment: Annotated[bool, typer.Option(help="flips/rotations, brightness/contrast")] = True,
+        nodata_dropout: Annotated[float, typer.Option(
+            help="probability of blanking a strip of a training crop to no data (teaches the "
+                 "network scene edges and cloud masks)")] = 0.25,
         precision: Annotated[str, typer.Option(help="auto, fp32 or bf16")] = "auto",
         threads: Annotated[int, typer.Option(help="torch CPU threads (fixed: deterministic)")] = 1,
         cache: Annotated[str | None, typer.Option(help="chip cache URL (COGs), e.g. s3://b/chips")]
@@ -154,8 +163,11 @@ def register(app: typer.Typer) -> None:
                                                 "resolution": resolution, "halo_px": halo_px}),
                 rules=LabelRules(ring_px=ring_px, known_within_m=known_within_m),
                 train=TrainConfig(width=width, depth=depth, chip_px=chip_px, steps=steps,
-                                  batch_size=batch_size, lr=lr, precision=precision,  # type: ignore[arg-type]
-                                  augment=Augment(enabled=augment)),
+                                  batch_size=batch_size, lr=lr, indices=_split(indices),
+                                  fill_nodata=fill_nodata,
+                                  precision=precision,  # type: ignore[arg-type]
+                                  augment=Augment(enabled=augment,
+                                                  nodata=nodata_dropout)),
                 seeds=tuple(int(s) for s in _split(seeds)), region_column=region_column,
                 description=_text(description), limitations=_text(limitations),
                 command=" ".join(["glacierscale", *map(shlex.quote, sys.argv[1:])]),

@@ -20,7 +20,7 @@ from odc.geo.gridspec import GridSpec
 from odc.geo.types import xy_
 from shapely.geometry import box
 
-from glacierscale.core.footprint import polygonal, rings_to_lonlat
+from glacierscale.core.footprint import polygonal, rings_to_lonlat, unwrap_lon
 from glacierscale.core.tiles import TileSpec, grid_origin
 from glacierscale.core.zones import (
     areal_scale,
@@ -296,17 +296,64 @@ def grid_spec(epsg: int, size_px: int = 1024, resolution: float = 10.0) -> GridS
                     origin=xy_(ox, oy - size_px * resolution), flipy=True)
 
 
-def tile_bbox_lonlat(tile: TileSpec) -> tuple[float, float, float, float]:
-    """Lon/lat box of the tile with its halo, for catalog searches.
+# Points per tile edge (both corners included) when a tile's lon/lat box is found.
+_BBOX_POINTS_PER_EDGE = 21
+
+
+def _tile_edges_lonlat(tile: TileSpec) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Lon/lat of the densified edges of the tile with its halo, in ring order (closed).
 
     The edges are densified because a projected square is a curved shape in lon/lat: its corners
     alone would miss the bulge of its edges.
     """
     minx, miny, maxx, maxy = tile.bounds
-    t = np.linspace(0.0, 1.0, 21)
+    t = np.linspace(0.0, 1.0, _BBOX_POINTS_PER_EDGE)
     xs = np.concatenate([minx + (maxx - minx) * t, np.full_like(t, maxx),
                          maxx - (maxx - minx) * t, np.full_like(t, minx)])
     ys = np.concatenate([np.full_like(t, miny), miny + (maxy - miny) * t,
                          np.full_like(t, maxy), maxy - (maxy - miny) * t])
     lon, lat = to_lonlat(tile.epsg).transform(xs, ys)
-    return (float(np.min(lon)), float(np.min(lat)), float(np.max(lon)), float(np.max(lat)))
+    return np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
+
+
+def _pole_in_tile(tile: TileSpec) -> float | None:
+    """Latitude (90 or -90) of a pole inside the tile with its halo (edges included), else None.
+
+    Decided in the tile CRS, where it is an exact point-in-square test; in lon/lat a pole is
+    only visible as a ring whose longitudes wind once around the globe.
+    """
+    minx, miny, maxx, maxy = tile.bounds
+    for pole in (90.0, -90.0):
+        x, y = to_projected(tile.epsg).transform(0.0, pole)
+        if np.isfinite(x) and np.isfinite(y) and minx <= x <= maxx and miny <= y <= maxy:
+            return pole
+    return None
+
+
+def tile_bbox_lonlat(tile: TileSpec) -> tuple[float, float, float, float]:
+    """Lon/lat box (W, S, E, N) of the tile with its halo, for catalog searches.
+
+    A tile that straddles the antimeridian (UTM zones 1 and 60, polar tiles) gets ``W > E``, the
+    RFC 7946 / STAC convention, e.g. ``(179.2, 60.1, -179.5, 60.9)``: a ``-180..180`` box would
+    make a catalog search return scenes from the whole latitude band. The catalog sources search
+    such a box as two boxes (:func:`glacierscale.catalog.split_bbox`). A tile containing a pole
+    gets all longitudes and reaches the pole's latitude.
+    """
+    lon, lat = _tile_edges_lonlat(tile)
+    south, north = float(np.min(lat)), float(np.max(lat))
+    pole = _pole_in_tile(tile)
+    if pole is not None:
+        # Around a pole the ring winds through all longitudes and no W..E interval describes it.
+        return (-180.0, min(south, pole), 180.0, max(north, pole))
+    # Continuous longitudes along the ring: a crossing of ±180 becomes e.g. 179.8 -> 180.3.
+    lon_u = unwrap_lon(lon)
+    west, east = float(np.min(lon_u)), float(np.max(lon_u))
+    # Move the box so its west edge is in [-180, 180); a tile that does not cross keeps the
+    # exact longitudes it had (no jump was unwrapped, the shift is 0).
+    shift = 360.0 * float(np.floor((west + 180.0) / 360.0))
+    west, east = west - shift, east - shift
+    if east - west >= 360.0:
+        return (-180.0, south, 180.0, north)
+    if east > 180.0:
+        east -= 360.0
+    return (west, south, east, north)

@@ -131,6 +131,11 @@ def build_network(card: ModelCard) -> nn.Module:
         raise ValueError(f"model card {card.name!r}: unknown architecture {arch!r}; known: "
                          f"{sorted(ARCHITECTURES) + sorted(WEIGHT_FREE)} or 'smp:<Arch>' "
                          "(segmentation-models-pytorch)")
+    if arch == "unet" and (params.get("indices") or params.get("fill_nodata")):
+        # Index channels are computed from the card's bands and statistics (models.features).
+        from glacierscale.models.features import IndexUNet
+
+        return IndexUNet(card.bands, card.mean, card.std, len(card.classes), **params)
     net: nn.Module = _import(ARCHITECTURES[arch])(len(card.bands), len(card.classes), **params)
     return net
 

@@ -77,6 +77,12 @@ class TrainRequest:
     command: str = ""
     catalog_name: str = ""  # the catalog as the user named it (e.g. a preset), for the record
 
+    def __post_init__(self) -> None:
+        # Fail before minutes of chip extraction when an index needs a band that is not asked for.
+        from glacierscale.models.features import index_pairs
+
+        index_pairs(self.train.indices, self.source.bands)
+
     def infer_config(self) -> InferConfig:
         """The engine settings of held-out prediction: windows of the training chip size."""
         return InferConfig.model_validate({"window_px": self.train.chip_px, "overlap": 0.5,
@@ -165,8 +171,7 @@ def _card(req: TrainRequest, chips: list[Chip]) -> ModelCard:
     cfg = req.train
     return ModelCard(
         name=req.name, architecture="unet", bands=req.source.bands, mean=mean, std=std,
-        halo_px=req.grid.halo_px, params={"width": cfg.width, "depth": cfg.depth,
-                                          "dropout": cfg.dropout},
+        halo_px=req.grid.halo_px, params=cfg.network_params(),
         resolution_m=req.grid.resolution, licence=req.licence, description=req.description)
 
 

@@ -14,9 +14,6 @@ debris-covered tongues included) and dated the same day as the scene.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -25,6 +22,8 @@ import rasterio
 from pyproj import Transformer
 from rio_cogeo.cogeo import cog_translate
 from rio_cogeo.profiles import cog_profiles
+
+from glacierscale.sample import SampleCatalog, build_once
 
 SCENE = "LE71400412000304SGS00"
 COLLECTION = "landsat-7-etm-dn"
@@ -42,16 +41,13 @@ _EXT = ["https://stac-extensions.github.io/projection/v2.0.0/schema.json",
         "https://stac-extensions.github.io/eo/v1.1.0/schema.json"]
 
 
-@dataclass(frozen=True)
-class EverestSample:
-    """The Everest sample's catalog and what to ask of it."""
+class EverestSample(SampleCatalog):
+    """The Everest sample's catalog and what to ask of it; its RGI outlines are ``outlines``."""
 
-    catalog: str
-    bbox: tuple[float, float, float, float]
-    start: date
-    end: date
-    collections: tuple[str, ...]
-    outlines: str
+    @property
+    def outlines(self) -> str:
+        """The RGI 6.0 outlines of the scene (the sample's reference, always present)."""
+        return self.reference or ""
 
 
 def everest_sample(data_dir: Path, cache: Path) -> EverestSample:
@@ -61,57 +57,45 @@ def everest_sample(data_dir: Path, cache: Path) -> EverestSample:
         raise FileNotFoundError(f"the Everest sample is not in {src}: set GLACIERSCALE_SAMPLE_DATA "
                                 "to the folder holding everest/")
     dest = cache / "samples" / f"everest-v{_VERSION}"
+    build_once(dest, _VERSION, lambda tmp: _build(src, tmp, dest))
     items = dest / "items"
-    if not (items.is_dir() and any(items.glob("*.json"))):
-        _build(src, dest)
     item = json.loads(next(items.glob("*.json")).read_text())
     # A box a little inside the scene, so no tile of the plan reaches beyond the pixels.
     w, s, e, n = item["bbox"]
     inset = 0.002
     return EverestSample(str(items), (w + inset, s + inset, e - inset, n - inset), DAY, DAY,
-                         (COLLECTION,), str(src / "15_rgi60_glacier_outlines.gpkg"))
+                         (COLLECTION,), str(src / "15_rgi60_glacier_outlines.gpkg"), offline=True)
 
 
-def _build(src: Path, dest: Path) -> None:
-    """COGs and the item in a temporary sibling folder, renamed into place when complete."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=dest.parent))
-    try:
-        assets = {}
-        meta: dict = {}
-        for key, suffix, index, common, name in _BANDS:
-            cog = tmp / "cogs" / f"{key}.tif"
-            cog.parent.mkdir(parents=True, exist_ok=True)
-            single = tmp / f"{key}-band.tif"
-            with rasterio.open(src / f"{SCENE}{suffix}") as ds:
-                profile = ds.profile | {"count": 1, "nodata": 0}
-                meta = {"crs": ds.crs, "shape": ds.shape, "transform": ds.transform,
-                        "bounds": ds.bounds}
-                with rasterio.open(single, "w", **profile) as out:
-                    out.write(ds.read(index), 1)
-            profile = cog_profiles.get("deflate")
-            profile.update(blockxsize=256, blockysize=256)
-            cog_translate(str(single), str(cog), profile, quiet=True,
-                          overview_resampling="nearest")
-            single.unlink()
-            assets[key] = {
-                "href": str(dest / "cogs" / f"{key}.tif"),
-                "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-                "roles": ["data"],
-                "eo:bands": [{"name": name, "common_name": common}],
-                # 8-bit DN / 255: a reflectance-like 0..1 scale, not surface reflectance.
-                "raster:bands": [{"data_type": "uint8", "nodata": 0, "scale": 1.0 / 255.0,
-                                  "offset": 0.0}],
-            }
-        (tmp / "items").mkdir()
-        (tmp / "items" / f"{SCENE}.json").write_text(json.dumps(_item(dest, assets, meta),
-                                                                indent=1))
-        if dest.exists():
-            shutil.rmtree(dest)
-        tmp.rename(dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+def _build(src: Path, tmp: Path, dest: Path) -> None:
+    """The COGs and the item, written into ``tmp`` with hrefs at ``dest`` where they will live."""
+    assets = {}
+    meta: dict = {}
+    for key, suffix, index, common, name in _BANDS:
+        cog = tmp / "cogs" / f"{key}.tif"
+        cog.parent.mkdir(parents=True, exist_ok=True)
+        single = tmp / f"{key}-band.tif"
+        with rasterio.open(src / f"{SCENE}{suffix}") as ds:
+            profile = ds.profile | {"count": 1, "nodata": 0}
+            meta = {"crs": ds.crs, "shape": ds.shape, "transform": ds.transform,
+                    "bounds": ds.bounds}
+            with rasterio.open(single, "w", **profile) as out:
+                out.write(ds.read(index), 1)
+        profile = cog_profiles.get("deflate")
+        profile.update(blockxsize=256, blockysize=256)
+        cog_translate(str(single), str(cog), profile, quiet=True, overview_resampling="nearest")
+        single.unlink()
+        assets[key] = {
+            "href": str(dest / "cogs" / f"{key}.tif"),
+            "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+            "roles": ["data"],
+            "eo:bands": [{"name": name, "common_name": common}],
+            # 8-bit DN / 255: a reflectance-like 0..1 scale, not surface reflectance.
+            "raster:bands": [{"data_type": "uint8", "nodata": 0, "scale": 1.0 / 255.0,
+                              "offset": 0.0}],
+        }
+    (tmp / "items").mkdir()
+    (tmp / "items" / f"{SCENE}.json").write_text(json.dumps(_item(dest, assets, meta), indent=1))
 
 
 def _item(dest: Path, assets: dict, meta: dict) -> dict:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
-from glacierscale.models import ModelCard, UNet
+from glacierscale.models import ModelCard, build_network
 from glacierscale.train.augment import Augment
 from glacierscale.train.chips import Chip, normalise
 from glacierscale.train.labels import UNKNOWN, train_target
@@ -45,6 +45,10 @@ class TrainConfig:
     width: int = 16
     depth: int = 3
     dropout: float = 0.0
+    #: spectral index channels computed in the network (names of models.features.INDICES)
+    indices: tuple[str, ...] = ()
+    #: fill no data from its surroundings inside the network (models.features.fill_nodata)
+    fill_nodata: bool = False
     chip_px: int = 128
     batch_size: int = 8
     steps: int = 300
@@ -62,9 +66,25 @@ class TrainConfig:
                              f"({2 ** self.depth})")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be >= 1")
+        from glacierscale.models.features import INDICES, VALID
+
+        unknown = [i for i in self.indices if i not in INDICES and i != VALID]
+        if unknown:
+            raise ValueError(f"unknown spectral index {unknown}; known: "
+                             f"{[*sorted(INDICES), VALID]}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def network_params(self) -> dict[str, Any]:
+        """The card's ``params``: what :func:`glacierscale.models.build_network` builds from."""
+        params: dict[str, Any] = {"width": self.width, "depth": self.depth,
+                                  "dropout": self.dropout}
+        if self.indices:
+            params["indices"] = list(self.indices)
+        if self.fill_nodata:
+            params["fill_nodata"] = True
+        return params
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -192,8 +212,9 @@ def evaluate_chips(net: nn.Module, chips: Sequence[Chip], card: ModelCard,
 def train_network(chips: Sequence[Chip], card: ModelCard, cfg: TrainConfig, *,
                   val_chips: Sequence[Chip] = (), device: str = "cpu",
                   progress: Callable[[int, float], None] | None = None,
-                  ) -> tuple[UNet, dict[str, Any]]:
-    """Train one U-Net on ``chips`` (normalised with ``card``); returns it with its history.
+                  ) -> tuple[nn.Module, dict[str, Any]]:
+    """Train the network of ``card`` on ``chips`` (normalised with ``card``); returns it with its
+    history.
 
     The history holds ``train_loss`` per step and, every ``eval_every`` steps, ``val`` records
     (step, loss, IoU) on ``val_chips``, plus the seconds taken and the precision used.
@@ -206,7 +227,8 @@ def train_network(chips: Sequence[Chip], card: ModelCard, cfg: TrainConfig, *,
                                "seed": cfg.seed}
     t0 = time.perf_counter()
     with deterministic(cfg.seed):
-        net = UNet(len(card.bands), 1, width=cfg.width, depth=cfg.depth, dropout=cfg.dropout)
+        # The card's architecture and params build the network, as at inference.
+        net = build_network(card)
         # channels_last: ~1.4x faster convolutions on CPU (and what the engine runs).
         net.to(dev).to(memory_format=torch.channels_last).train()  # type: ignore[call-overload]
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
