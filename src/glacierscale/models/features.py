@@ -60,6 +60,14 @@ def index_pairs(indices: Sequence[str], bands: Sequence[str]) -> list[tuple[int,
     return pairs
 
 
+def data_mask(x: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W) mask, 1 where a normalised input pixel has data.
+
+    The engine and the trainer write no data as exactly 0 in every normalised band.
+    """
+    return (x != 0).any(dim=1, keepdim=True).to(x.dtype)
+
+
 class SpectralIndices(nn.Module):
     """Append normalised-difference channels to a normalised band stack.
 
@@ -106,8 +114,7 @@ class SpectralIndices(nn.Module):
         a, b = phys[:, self.a], phys[:, self.b]
         parts = [x, ((a - b) / (a + b)).to(x.dtype)]
         if self.valid:
-            # The engine and the trainer write no data as exactly 0 in every normalised band.
-            parts.append((x != 0).any(dim=1, keepdim=True).to(x.dtype))
+            parts.append(data_mask(x))
         return torch.cat(parts, dim=1)
 
 
@@ -159,14 +166,11 @@ class IndexUNet(nn.Module):
         return self.unet.multiple
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[1]
         feats = self.features(x)
         if self.fill:
-            # Fill bands and indices alike; the valid channel (when asked for) keeps saying which
-            # pixels were made up.
-            valid = (x != 0).any(dim=1, keepdim=True).to(x.dtype)
-            keep = feats[:, n + len(self.features.indices) - (1 if self.features.valid else 0):]
-            grown = fill_nodata(feats[:, :feats.shape[1] - keep.shape[1]], valid)
-            feats = torch.cat([grown, keep], dim=1)
+            # Fill bands and indices alike; the valid channel (last, when asked for) keeps saying
+            # which pixels were made up.
+            k = feats.shape[1] - (1 if self.features.valid else 0)
+            feats = torch.cat([fill_nodata(feats[:, :k], data_mask(x)), feats[:, k:]], dim=1)
         out: torch.Tensor = self.unet(feats)
         return out
