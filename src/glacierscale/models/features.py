@@ -42,15 +42,21 @@ INDICES: dict[str, tuple[str, str]] = {
 VALID = "valid"
 
 
+def check_index_names(indices: Sequence[str]) -> None:
+    """Raise naming the known channels when ``indices`` holds a name that is none of them."""
+    for name in indices:
+        if name != VALID and name not in INDICES:
+            raise ValueError(f"unknown spectral index {name!r}; known: "
+                             f"{[*sorted(INDICES), VALID]}")
+
+
 def index_pairs(indices: Sequence[str], bands: Sequence[str]) -> list[tuple[int, int]]:
     """Band positions of every index, with an error naming the missing band or unknown index."""
+    check_index_names(indices)
     pairs = []
     for name in indices:
         if name == VALID:
             continue
-        if name not in INDICES:
-            raise ValueError(f"unknown spectral index {name!r}; known: "
-                             f"{[*sorted(INDICES), VALID]}")
         a, b = INDICES[name]
         missing = [x for x in (a, b) if x not in bands]
         if missing:

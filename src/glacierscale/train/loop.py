@@ -66,12 +66,9 @@ class TrainConfig:
                              f"({2 ** self.depth})")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be >= 1")
-        from glacierscale.models.features import INDICES, VALID
+        from glacierscale.models.features import check_index_names
 
-        unknown = [i for i in self.indices if i not in INDICES and i != VALID]
-        if unknown:
-            raise ValueError(f"unknown spectral index {unknown}; known: "
-                             f"{[*sorted(INDICES), VALID]}")
+        check_index_names(self.indices)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
