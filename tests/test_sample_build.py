@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from glacierscale.sample import SampleCatalog, build_once
-from glacierscale.train import EverestSample
+from glacierscale.train import everest_sample
 
 
 def _writer(text: str, calls: list[str] | None = None) -> Callable[[Path], None]:
@@ -123,7 +123,13 @@ def test_concurrent_processes_agree_on_one_folder(tmp_path: Path) -> None:
     assert _leftovers(tmp_path) == []
 
 
-def test_everest_sample_is_a_sample_catalog() -> None:
-    s = EverestSample("items", (0.0, 0.0, 1.0, 1.0), date(2000, 10, 30), date(2000, 10, 30),
-                      ("landsat-7-etm-dn",), "outlines.gpkg", offline=True)
-    assert isinstance(s, SampleCatalog) and s.outlines == s.reference == "outlines.gpkg"
+def test_everest_sample_is_a_sample_catalog_built_once(shared_data: Path,
+                                                     sample_cache: Path) -> None:
+    s = everest_sample(shared_data, sample_cache)
+    assert isinstance(s, SampleCatalog) and s.offline and s.start == s.end == date(2000, 10, 30)
+    assert s.reference is not None and Path(s.reference).name == "15_rgi60_glacier_outlines.gpkg"
+    assert Path(s.reference).is_file()
+    item = next(Path(s.catalog).glob("*.json"))
+    before = item.stat().st_mtime_ns
+    assert everest_sample(shared_data, sample_cache) == s  # reused, not rebuilt
+    assert item.stat().st_mtime_ns == before

@@ -181,10 +181,6 @@ def build_catalog(src: Path, dest: Path) -> Path:
     Built once (see :func:`build_once`): a complete catalog of this layout version is reused.
     Returns the folder of item JSON files.
     """
-    items_dir = dest / "items"
-    if _is_current(dest, _SAMPLE_VERSION):
-        return items_dir
-
     def build(tmp: Path) -> None:
         (tmp / "items").mkdir()
         for acq in _ACQUISITIONS:
@@ -192,10 +188,9 @@ def build_catalog(src: Path, dest: Path) -> Path:
             _write_item(tmp, dest, acq.folder, acq.collection, acq.platform, acq.day, files, 1e-4)
         _write_item(tmp, dest, "dem", "cop-dem-glo-30", "tandem-x", date(2021, 4, 22),
                     {"data": src / "dem.tif"}, None)
+        log.info("building the sample STAC catalog for %s", dest / "items")
 
-    build_once(dest, _SAMPLE_VERSION, build)
-    log.info("built the sample STAC catalog in %s", items_dir)
-    return items_dir
+    return build_once(dest, _SAMPLE_VERSION, build) / "items"
 
 
 def _find(folder: Path, fragment: str) -> Path:

@@ -127,7 +127,8 @@ def test_chips_on_dask_and_from_the_cache_are_identical(shared_data: Path, sampl
     s = everest_sample(shared_data, sample_cache)
     tiles = [TileSpec.from_id(t, 64, 30.0, 16) for t in ("32645_0252_3595", "32645_0253_3595")]
     source = ChipSource(s.catalog, ("blue", "green", "red", "nir"), s.start, s.end)
-    outlines = read_reference(s.outlines)
+    assert s.reference is not None
+    outlines = read_reference(s.reference)
     rules = LabelRules()
     local = build_chips(tiles, source, outlines, rules, cache=str(tmp_path / "chips"))
     cached = build_chips(tiles, source, outlines, rules, cache=str(tmp_path / "chips"))

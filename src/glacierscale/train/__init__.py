@@ -14,7 +14,7 @@ from __future__ import annotations
 from glacierscale.train.augment import Augment
 from glacierscale.train.chips import Chip, ChipSource, band_statistics, build_chips, normalise
 from glacierscale.train.cv import CVResult, TrainRequest, read_reference, train_cv
-from glacierscale.train.everest import EverestSample, everest_sample
+from glacierscale.train.everest import everest_sample
 from glacierscale.train.folds import spatial_folds
 from glacierscale.train.labels import UNKNOWN, LabelRules, make_labels, rasterize_outlines
 from glacierscale.train.loop import TrainConfig, train_network
@@ -26,7 +26,6 @@ __all__ = [
     "CVResult",
     "Chip",
     "ChipSource",
-    "EverestSample",
     "LabelRules",
     "TrainConfig",
     "TrainRequest",

@@ -41,17 +41,11 @@ _EXT = ["https://stac-extensions.github.io/projection/v2.0.0/schema.json",
         "https://stac-extensions.github.io/eo/v1.1.0/schema.json"]
 
 
-class EverestSample(SampleCatalog):
-    """The Everest sample's catalog and what to ask of it; its RGI outlines are ``outlines``."""
+def everest_sample(data_dir: Path, cache: Path) -> SampleCatalog:
+    """Build (once) the Everest catalog under ``cache`` from the sample data in ``data_dir``.
 
-    @property
-    def outlines(self) -> str:
-        """The RGI 6.0 outlines of the scene (the sample's reference, always present)."""
-        return self.reference or ""
-
-
-def everest_sample(data_dir: Path, cache: Path) -> EverestSample:
-    """Build (once) the Everest catalog under ``cache`` from the sample data in ``data_dir``."""
+    The sample's ``reference`` is the path of its 86 RGI 6.0 outlines.
+    """
     src = data_dir / "everest"
     if not (src / f"{SCENE}_RGB.tif").is_file():
         raise FileNotFoundError(f"the Everest sample is not in {src}: set GLACIERSCALE_SAMPLE_DATA "
@@ -63,7 +57,7 @@ def everest_sample(data_dir: Path, cache: Path) -> EverestSample:
     # A box a little inside the scene, so no tile of the plan reaches beyond the pixels.
     w, s, e, n = item["bbox"]
     inset = 0.002
-    return EverestSample(str(items), (w + inset, s + inset, e - inset, n - inset), DAY, DAY,
+    return SampleCatalog(str(items), (w + inset, s + inset, e - inset, n - inset), DAY, DAY,
                          (COLLECTION,), str(src / "15_rgi60_glacier_outlines.gpkg"), offline=True)
 
 
