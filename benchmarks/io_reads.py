@@ -163,7 +163,8 @@ def _reproject_ratio(items: list[pystac.Item], tiles: list[TileSpec], rounds: in
     Each method reads its own URL prefix (cold GDAL caches), tiles and rounds interleave the
     methods so that load on a shared machine hits all three alike.
     """
-    from glacierscale.load import OdcStacLoader, tile_geobox
+    from glacierscale.core.grid import tile_geobox
+    from glacierscale.load import OdcStacLoader
 
     base_s, read_s, tile_s = [], [], []
     for rnd in range(rounds):

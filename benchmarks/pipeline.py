@@ -40,7 +40,8 @@ ASSUMPTIONS: dict[str, Any] = {
 
 
 def measure(cfg: Any, tiles: list[Any]) -> dict[str, Any]:
-    from glacierscale.pipeline import finalize, process_tile
+    from glacierscale.pipeline import process_tile
+    from glacierscale.run import finalize
 
     results = []
     t0 = time.perf_counter()
@@ -80,9 +81,9 @@ def main() -> None:
     args = p.parse_args()
 
     from glacierscale.config import GridConfig, RunConfig, cache_dir, sample_data_dir
-    from glacierscale.pipeline import plan
+    from glacierscale.demo import athabasca_sample
     from glacierscale.plan import estimate_global_tiles
-    from glacierscale.sample import athabasca_sample
+    from glacierscale.run import plan
 
     data = sample_data_dir()
     if data is None:

@@ -10,7 +10,7 @@ import pytest
 
 from glacierscale.config import DEFAULT_RESOLUTION_M, GridConfig, RunConfig
 from glacierscale.models import load_model
-from glacierscale.pipeline import resolve_config
+from glacierscale.run import resolve_config
 
 AOI = "-117.32,52.156,-117.232,52.21"
 

@@ -14,7 +14,7 @@ from shapely.geometry import box
 from typer.testing import CliRunner
 
 from glacierscale.cli import app
-from glacierscale.sample import ATHABASCA_BBOX
+from glacierscale.demo.sample import ATHABASCA_BBOX
 
 pytestmark = pytest.mark.integration
 

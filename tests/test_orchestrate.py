@@ -11,15 +11,15 @@ from hypothesis import strategies as st
 from glacierscale.config import GridConfig, RunConfig
 from glacierscale.core.tiles import TileSpec
 from glacierscale.orchestrate import (
-    TILE_ATTEMPTS,
     config_from_parameters,
     group_by_region,
-    load_tile_fn,
     make_batches,
     plan_regions,
+    resolve_tile_fn,
     run_tile,
 )
-from glacierscale.orchestrate_artifacts import artifact_key, quicklook_data_uri, tally
+from glacierscale.orchestrate.artifacts import artifact_key, quicklook_data_uri, tally
+from glacierscale.orchestrate.batches import TILE_ATTEMPTS
 from glacierscale.pipeline import TileResult, process_tile
 
 CFG = RunConfig(aoi="-117.32,52.156,-117.232,52.21", catalog="unused",
@@ -60,12 +60,12 @@ def test_real_rgi_outlines_group_by_their_region(shared_data: Path) -> None:
 
 
 def test_tile_functions_load_by_path_with_clear_errors() -> None:
-    assert load_tile_fn(None) is process_tile
-    assert load_tile_fn("glacierscale.pipeline:process_tile") is process_tile
+    assert resolve_tile_fn(None) is process_tile
+    assert resolve_tile_fn("glacierscale.pipeline:process_tile") is process_tile
     with pytest.raises(ValueError, match=r"package\.module:function"):
-        load_tile_fn("glacierscale.pipeline.process_tile")
+        resolve_tile_fn("glacierscale.pipeline.process_tile")
     with pytest.raises(TypeError, match="not callable"):
-        load_tile_fn("glacierscale.pipeline:ITEM")
+        resolve_tile_fn("glacierscale.pipeline:log")
 
 
 _CALLS: dict[str, int] = {}
@@ -88,7 +88,7 @@ def _always_down(tile: TileSpec, cfg: RunConfig) -> TileResult:
 
 
 def test_transient_errors_are_retried_and_bugs_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("glacierscale.orchestrate_batches.time.sleep", lambda s: None)
+    monkeypatch.setattr("glacierscale.orchestrate.batches.time.sleep", lambda s: None)
     assert run_tile("32611_0001_0002", CFG, _flaky).status == "done"
     assert _CALLS["32611_0001_0002"] == TILE_ATTEMPTS
     broken = run_tile("32611_0001_0002", CFG, _broken)

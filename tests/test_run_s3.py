@@ -12,8 +12,8 @@ from rio_cogeo.cogeo import cog_validate
 from typer.testing import CliRunner
 
 from glacierscale.cli import app
+from glacierscale.demo.sample import athabasca_sample
 from glacierscale.io import gdal_env_for
-from glacierscale.sample import athabasca_sample
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from glacierscale.catalog import open_catalog
 from glacierscale.cli import app
-from glacierscale.sample import ATHABASCA_WINDOW, athabasca_sample
+from glacierscale.demo.sample import ATHABASCA_WINDOW, athabasca_sample
 from glacierscale.testing.services import stac_api
 
 pytestmark = pytest.mark.integration

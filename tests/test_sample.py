@@ -10,7 +10,7 @@ import pytest
 from pystac.validation import RegisteredValidator
 from rio_cogeo.cogeo import cog_validate
 
-from glacierscale.sample import EARTH_SEARCH, athabasca_sample, build_catalog
+from glacierscale.demo.sample import EARTH_SEARCH, athabasca_sample, build_catalog
 
 pytestmark = pytest.mark.integration
 

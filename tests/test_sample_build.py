@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from glacierscale.sample import SampleCatalog, build_once
+from glacierscale.demo.sample import SampleCatalog, build_once
 from glacierscale.train import everest_sample
 
 

@@ -1,5 +1,7 @@
 """The life of a tile, in one readable place: search -> load -> infer -> write -> vectorize.
 
+The run around the tiles (plan, resolve, merge, report) is :mod:`glacierscale.run`.
+
 ``process_tile`` is a plain function of a frozen tile and a frozen config, so any executor can run
 it (Dask workers, a thread pool, a test). It never raises for a problem that belongs to one tile:
 the tile gets a status and a reason in the run manifest, and the run goes on. Outputs are written
@@ -9,7 +11,6 @@ No Prefect here: orchestration wraps these functions.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,15 +30,12 @@ from glacierscale.core.tiles import TileSpec
 from glacierscale.infer import predict_tile
 from glacierscale.inventory import vectorize_tile
 from glacierscale.io import Provenance, Store, tile_complete, write_tile_outputs
-from glacierscale.io.tiles import encode_mask
+from glacierscale.io.outputs import encode_mask
 from glacierscale.load import DEM_BANDS, MissingBandError, configure_cloud_reads, load_tile
 from glacierscale.models import GlacierModel, load_model
-from glacierscale.plan import plan_tiles
 
 log = logging.getLogger(__name__)
 
-#: The tile's STAC item: written last, its presence marks a complete tile.
-ITEM = "item.json"
 #: Per-tile problems that become a "failed" status instead of stopping the run. Anything else
 #: (a bug) is recorded too, with its type, so one bad tile never loses the others' work.
 _TILE_ERRORS: tuple[type[BaseException], ...] = (Exception,)
@@ -62,49 +60,16 @@ class TileResult:
                 "cloud_masked": self.cloud_masked}
 
 
-def tile_key(tile: TileSpec, name: str) -> str:
-    """Key of one output of a tile, relative to the run's output root."""
-    return f"tiles/{tile.tile_id}/{name}"
-
-
-def plan(cfg: RunConfig) -> list[TileSpec]:
-    """The tiles of a run: the grid cells covering ``cfg.aoi`` (a bbox or outlines)."""
-    return list(plan_tiles(cfg.aoi, cfg.grid).tiles)
-
-
 @lru_cache(maxsize=4)
-def _model(name: str) -> GlacierModel:
+def cached_model(name: str) -> GlacierModel:
     # One model instance per worker process: loading weights per tile would dominate small tiles.
     return load_model(name)
-
-
-def resolve_config(cfg: RunConfig) -> RunConfig:
-    """The run's config with the defaults its model decides: the grid resolution of its card.
-
-    Call once where a run starts, before planning: every tile, the config token (resume) and the
-    manifest then agree on one pixel size. Loads the model (cached for this process), so an
-    unknown model name fails here, before any tile is planned.
-    """
-    return cfg.with_model_resolution(_model(cfg.model).card.resolution_m)
 
 
 def _provenance(cfg: RunConfig, model: GlacierModel, item_ids: Sequence[str]) -> Provenance:
     return Provenance(input_ids=tuple(item_ids), model=model.card.name,
                       weights_hash=getattr(model.card, "weights_hash", "") or "none",
                       version=__version__, run_id=cfg.run_id, config_token=cfg.token())
-
-
-def tile_done(tile: TileSpec, cfg: RunConfig) -> bool:
-    """True when the tile's outputs are complete and were made with this configuration.
-
-    A cheap pre-check for resuming (no catalog search); ``process_tile`` then also checks that the
-    inputs it would use today are the ones the outputs were made from.
-    """
-    store = Store(cfg.out)
-    if not tile_complete(store, tile.tile_id):
-        return False
-    item = json.loads(store.read_bytes(tile_key(tile, ITEM)))
-    return bool(item.get("properties", {}).get("glacierscale:config_token") == cfg.token())
 
 
 @contextmanager
@@ -129,7 +94,7 @@ def process_tile(tile: TileSpec, cfg: RunConfig) -> TileResult:
 
 
 def _process(tile: TileSpec, cfg: RunConfig, seconds: dict[str, float]) -> TileResult:
-    model = _model(cfg.model)
+    model = cached_model(cfg.model)
     bands = tuple(model.card.bands)
     with _stage(seconds, "search"):
         source = open_catalog(cfg.catalog)
@@ -197,75 +162,5 @@ def _date_window(cfg: RunConfig, bbox: tuple[float, float, float, float]
     return season_dates(lat, year)
 
 
+#: What executors call for each tile: ``process_tile`` itself, or a stand-in with its signature.
 TileFn = Callable[[TileSpec, RunConfig], TileResult]
-
-
-@dataclass
-class RunSummary:
-    """What a finished run produced; the CLI prints it and orchestration publishes it."""
-
-    out: str
-    manifest: list[dict[str, Any]]
-    report_md: str
-    quicklook_png: bytes | None
-    evaluation: dict[str, float] | None
-    glaciers: int
-    glacier_km2: float
-
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for rec in self.manifest:
-            out[rec["status"]] = out.get(rec["status"], 0) + 1
-        return out
-
-
-def finalize(cfg: RunConfig, results: Sequence[TileResult],
-             timings: dict[str, float]) -> RunSummary:
-    """Merge the tiles' outlines into the inventory, then write manifest, report and quicklook.
-
-    Reads what the tiles wrote (not what the workers returned), so it also merges tiles finished by
-    an earlier, interrupted run.
-    """
-    from glacierscale.inventory import has_rgi_ids, read_outlines, rebuild_inventory
-    from glacierscale.io import read_geoparquet
-    from glacierscale.report import evaluate_run, quicklook_png, render_report
-
-    store = Store(cfg.out)
-    finished = [r.tile_id for r in results if r.status in ("done", "skipped")]
-    reference = read_outlines(cfg.reference) if cfg.reference else None
-    timings = dict(timings)
-    inventory = None
-    if finished:
-        t0 = time.perf_counter()
-        # RGI identity and area change need RGI outlines; any other reference (a local outline,
-        # as in the demo) is still used for the evaluation below.
-        rgi = cfg.reference if reference is not None and has_rgi_ids(reference) else None
-        rebuild_inventory(cfg.out, reference=rgi, date_pred=cfg.end)
-        inventory = read_geoparquet(store, "inventory/glaciers.parquet")
-        timings["merge"] = time.perf_counter() - t0
-    records = [r.to_dict() for r in results]
-    evaluation = None
-    if reference is not None and inventory is not None:
-        t1 = time.perf_counter()
-        evaluation = evaluate_run(store, finished, inventory, reference, cfg)
-        timings["evaluate"] = time.perf_counter() - t1
-    manifest = {
-        "glacierscale_version": __version__,
-        "run_id": cfg.run_id,
-        "config": cfg.model_dump(mode="json"),
-        "config_token": cfg.token(),
-        "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        "tiles": records,
-    }
-    store.write_bytes_atomic("manifest.json", json.dumps(manifest, indent=1).encode())
-    png = None
-    if inventory is not None:
-        png = quicklook_png(store, finished, inventory, reference, cfg)
-        if png is not None:
-            store.write_bytes_atomic("quicklook.png", png)
-    n = len(inventory) if inventory is not None else 0
-    km2 = float(inventory["area_km2"].sum()) if inventory is not None and n else 0.0
-    report = render_report(cfg, records, timings, evaluation, n, km2,
-                           quicklook="quicklook.png" if png is not None else None)
-    store.write_bytes_atomic("report.md", report.encode())
-    return RunSummary(cfg.out, records, report, png, evaluation, n, km2)

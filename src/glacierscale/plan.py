@@ -11,13 +11,10 @@ from __future__ import annotations
 import io
 import json
 import logging
-import math
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -25,20 +22,20 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
-from fsspec.implementations.local import LocalFileSystem
 
 from glacierscale.config import GridConfig, sample_data_dir
 from glacierscale.core.cover import GridCover, cells_in_bbox, cover_glaciers
 from glacierscale.core.estimate import estimate_from_counts
-from glacierscale.core.footprint import bbox_polygon
+from glacierscale.core.footprint import Bbox, bbox_polygon, looks_like_bbox, parse_bbox
 from glacierscale.core.grid import Cells, core_polygons, footprints, ground_area_km2
 from glacierscale.core.summary import summarize, summary_markdown, tile_stats
 from glacierscale.core.tiles import TileSpec, grid_origin
 from glacierscale.core.zones import areal_scale, normalize_lon, to_projected
+from glacierscale.inventory.outlines import read_table
+from glacierscale.io.store import Store
 
 log = logging.getLogger(__name__)
 
-Bbox = tuple[float, float, float, float]
 _ID_COLS = ("rgi_id", "rgiid", "rgi60_id", "rgi_id_6", "glac_id", "glims_id", "glimsid", "id")
 _O1_COLS = ("o1region", "rgi_reg", "region")
 _O2_COLS = ("o2region",)
@@ -59,25 +56,6 @@ class TilePlan:
     glaciers: pd.DataFrame | None = None
 
 
-def parse_bbox(text: str | Sequence[float]) -> Bbox:
-    """``"W,S,E,N"`` (or a 4-sequence) in degrees; W > E means the box crosses the antimeridian."""
-    try:
-        parts = [float(v) for v in (text.split(",") if isinstance(text, str) else text)]
-    except ValueError as exc:
-        raise ValueError(f"bbox {text!r}: expected four numbers W,S,E,N in degrees") from exc
-    if len(parts) != 4 or not all(math.isfinite(v) for v in parts):
-        raise ValueError(f"bbox {text!r}: expected four numbers W,S,E,N in degrees")
-    w, s, e, n = parts
-    if not (-180 <= w <= 180 and -180 <= e <= 180 and -90 <= s < n <= 90):
-        raise ValueError(f"bbox {text!r}: need -180 <= W,E <= 180 and -90 <= S < N <= 90")
-    return (w, s, e, n)
-
-
-def _looks_like_bbox(text: str) -> bool:
-    """Numbers and commas only: meant as a box (a wrong count is then reported as such)."""
-    return bool(re.fullmatch(r"\s*[-+]?[\d.]+\s*(,\s*[-+]?[\d.]+\s*)+", text))
-
-
 def read_glaciers(source: str | gpd.GeoDataFrame | pd.DataFrame) -> pd.DataFrame:
     """Read outlines or a centroid table into the normalised glacier table.
 
@@ -85,7 +63,7 @@ def read_glaciers(source: str | gpd.GeoDataFrame | pd.DataFrame) -> pd.DataFrame
     ``lat`` (representative point, inside the outline) and ``geometry`` (lon/lat outline with
     continuous longitudes, or None for centroid tables).
     """
-    df = _load(source) if isinstance(source, str) else source
+    df = read_table(source) if isinstance(source, str) else source
     cols = {c.lower(): c for c in df.columns}
 
     def pick(names: Sequence[str]) -> str | None:
@@ -171,29 +149,6 @@ def _prepare_outlines(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return geoms, bad
 
 
-def _load(source: str) -> pd.DataFrame:
-    """Open a path or fsspec URL as a GeoDataFrame (outlines) or DataFrame (centroid table)."""
-    lower = source.lower().split("?")[0]
-    local = "://" not in source or source.startswith("file://")
-    path = source.removeprefix("file://")
-    if local and not Path(path).exists():
-        raise FileNotFoundError(f"{source}: no such file; give RGI outlines or a CenLon/CenLat CSV")
-    if lower.endswith((".csv", ".csv.gz", ".txt")):
-        with fsspec.open(source, "rb", compression="infer") as f:
-            return pd.read_csv(f)
-    if lower.endswith((".parquet", ".geoparquet")):
-        with fsspec.open(source, "rb") as f:
-            data = f.read()
-        try:
-            return gpd.read_parquet(io.BytesIO(data))
-        except ValueError:  # a plain table (no geo metadata), e.g. RGI attributes
-            return pd.read_parquet(io.BytesIO(data))
-    if local or lower.startswith(("http://", "https://")):
-        return gpd.read_file(path, engine="pyogrio")
-    with fsspec.open(source, "rb") as f:
-        return gpd.read_file(io.BytesIO(f.read()), engine="pyogrio")
-
-
 def _select(g: pd.DataFrame, regions: Sequence[str], glacier_ids: Sequence[str],
             bbox: Bbox | None) -> pd.DataFrame:
     keep = np.ones(len(g), dtype=bool)
@@ -232,7 +187,7 @@ def plan_tiles(
     ``glacier_ids`` and ``bbox`` select glaciers; the result does not depend on input order.
     """
     size_m = grid.tile_size_px * grid.resolution
-    if isinstance(aoi, tuple | list) or (isinstance(aoi, str) and _looks_like_bbox(aoi)):
+    if isinstance(aoi, tuple | list) or (isinstance(aoi, str) and looks_like_bbox(aoi)):
         box_ = parse_bbox(aoi)  # type: ignore[arg-type]
         cells = cells_in_bbox(box_, size_m)
         frame = _tile_frame(cells, grid, None, None)
@@ -352,21 +307,8 @@ def sidecar_paths(out: str) -> dict[str, str]:
 
 def _put(out: str, payload: bytes) -> None:
     """Publish a file atomically: a complete file appears at ``out`` or nothing does."""
-    fs, path = fsspec.core.url_to_fs(out)
-    if isinstance(fs, LocalFileSystem):
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(payload)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-    else:  # object stores publish a single PUT atomically
-        fs.pipe_file(path, payload)
+    root, slash, name = out.rpartition("/")
+    Store(root or ("/" if slash else ".")).write_bytes_atomic(name, payload)
 
 
 def write_plan(plan: TilePlan, out: str) -> None:

@@ -157,7 +157,7 @@ def evaluate_inventory(inventory: str, reference: str, *, aoi: str | None = None
     import geopandas as gpd
     from shapely.geometry import box
 
-    from glacierscale.core.tiles import utm_epsg
+    from glacierscale.core.tiles import local_utm_epsg
     from glacierscale.inventory import read_outlines
     from glacierscale.io import read_geoparquet
 
@@ -183,6 +183,6 @@ def evaluate_inventory(inventory: str, reference: str, *, aoi: str | None = None
     else:
         area = gpd.GeoSeries([read_outlines(aoi).to_crs(4326).union_all()], crs="EPSG:4326")
     c = area.iloc[0].centroid
-    crs = f"EPSG:{utm_epsg(c.x, c.y)}"
+    crs = f"EPSG:{local_utm_epsg(c.x, c.y)}"
     valid = area.to_crs(crs).iloc[0]
     return evaluate(pred.to_crs(crs), ref.to_crs(crs), valid, crs=crs, resolution=resolution)

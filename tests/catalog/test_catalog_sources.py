@@ -15,12 +15,11 @@ from glacierscale.catalog import (
     CatalogSource,
     LocalSource,
     StacApiSource,
-    bbox_geometry,
     item_footprint,
     open_catalog,
-    split_bbox,
 )
 from glacierscale.catalog.index import write_items
+from glacierscale.core.footprint import bbox_polygon, split_bbox
 from glacierscale.core.grid import tile_at, tile_bbox_lonlat
 from glacierscale.core.tiles import TileSpec
 from glacierscale.testing.services import stac_api
@@ -88,7 +87,7 @@ def test_split_bbox_never_crosses_and_keeps_area(w: float, e: float, s: float) -
     assert all(p[0] <= p[2] for p in parts)
     width = (e - w) if w <= e else (180 - w) + (e + 180)
     assert sum(p[2] - p[0] for p in parts) == pytest.approx(width)
-    assert bbox_geometry((w, s, e, s + 1)).area == pytest.approx(width)
+    assert bbox_polygon((w, s, e, s + 1)).area == pytest.approx(width)
 
 
 def test_footprint_of_a_naive_dateline_polygon_is_two_small_parts() -> None:
@@ -182,7 +181,7 @@ class _RecordingClient:
     def search(self, *, bbox: list[float], **_: object) -> _RecordingClient._Result:
         self.boxes.append(bbox)
         hits = [i for i in self.items if item_footprint(i.geometry, i.bbox).intersects(
-            bbox_geometry(bbox))]
+            bbox_polygon(bbox))]
         return _RecordingClient._Result(hits)
 
     class _Result:

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import glacierscale.orchestrate as orchestrate
-import glacierscale.sample as sample_module
+import glacierscale.demo as sample_module
+import glacierscale.orchestrate.flows as orchestrate
 from glacierscale.cli import app
 from glacierscale.config import GridConfig, RunConfig
-from glacierscale.pipeline import RunSummary, finalize
-from glacierscale.sample import SampleCatalog
+from glacierscale.demo import SampleCatalog
+from glacierscale.run import RunSummary, finalize
 
 AOI = "-117.32,52.156,-117.232,52.21"
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from glacierscale.core.tiles import TileSpec, cells_covering, grid_origin, utm_epsg
+from glacierscale.core.tiles import TileSpec, cells_covering, grid_origin, local_utm_epsg
 
 
 @given(st.integers(1, 60), st.booleans(), st.integers(0, 900), st.integers(0, 900))
@@ -39,10 +39,10 @@ def test_cells_covering_contains_the_box() -> None:
 
 
 def test_utm_zone_and_bad_inputs() -> None:
-    assert utm_epsg(-117.25, 52.2) == 32611
-    assert utm_epsg(86.9, 27.98) == 32645
-    assert utm_epsg(-70.0, -47.0) == 32719
-    assert utm_epsg(180.0, 60.0) == 32601  # +180 wraps onto -180
+    assert local_utm_epsg(-117.25, 52.2) == 32611
+    assert local_utm_epsg(86.9, 27.98) == 32645
+    assert local_utm_epsg(-70.0, -47.0) == 32719
+    assert local_utm_epsg(180.0, 60.0) == 32601  # +180 wraps onto -180
     with pytest.raises(ValueError, match="UTM zone"):
         grid_origin(4326)
     with pytest.raises(ValueError, match="EPSG_COL_ROW"):

@@ -83,7 +83,7 @@ def manifest_counts(out: Path) -> dict[str, int]:
 def athabasca_run(deployed: PrefectServer, shared_data: Path, sample_cache: Path,
                   tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
     """The real pipeline on the Athabasca sample, run by the worker from the `global` deployment."""
-    from glacierscale.sample import athabasca_sample
+    from glacierscale.demo.sample import athabasca_sample
 
     sample = athabasca_sample(shared_data, sample_cache)
     out = tmp_path_factory.mktemp("athabasca") / "out"
@@ -222,7 +222,7 @@ def test_same_deployment_on_a_tcp_dask_cluster_survives_sigkill_of_a_worker(
         tmp_path: Path) -> None:
     """The Athabasca deployment again, on a scheduler + 2 worker processes over TCP; one worker
     is SIGKILLed as soon as the first tile lands. The run finishes; every tile exactly once."""
-    from glacierscale.sample import athabasca_sample
+    from glacierscale.demo.sample import athabasca_sample
 
     sample = athabasca_sample(shared_data, sample_cache)
     out = tmp_path / "out"

@@ -18,7 +18,7 @@ from pyproj import CRS
 from rasterio.features import rasterize
 from shapely.geometry import LineString, Point, box
 
-from glacierscale.core.tiles import TileSpec, cells_covering, utm_epsg
+from glacierscale.core.tiles import TileSpec, cells_covering, local_utm_epsg
 from glacierscale.inventory import (
     attach_rgi,
     equal_area_crs,
@@ -36,7 +36,7 @@ def _tile_and_merge(ref: gpd.GeoDataFrame, size: int, res: float,
     """Rasterise ``ref`` onto the tiles covering it, vectorize each tile, merge."""
     if epsg is None:
         c = ref.to_crs(4326).union_all().centroid
-        epsg = utm_epsg(c.x, c.y)
+        epsg = local_utm_epsg(c.x, c.y)
     utm = ref.to_crs(epsg)
     frames = []
     cells = cells_covering(epsg, tuple(utm.total_bounds), size * res)

@@ -105,7 +105,7 @@ def test_missing_bands_fail_with_the_fix(s2_items: tuple[list, TileSpec]) -> Non
 def test_chunks_align_with_the_tile() -> None:
     small = TileSpec(EPSG, 48, 412, 1024, 10.0, 64)
     big = TileSpec(EPSG, 12, 103, 4096, 10.0, 0)
-    from glacierscale.load.tile import _chunks
+    from glacierscale.load.stack import _chunks
 
     assert _chunks(small.shape, None) == (1152, 1152)
     assert _chunks(big.shape, None) == (1024, 1024)

@@ -14,9 +14,9 @@ from rasterio.warp import Resampling, reproject
 
 from glacierscale.config import GridConfig
 from glacierscale.core.tiles import TileSpec
+from glacierscale.demo.sample import athabasca_sample
 from glacierscale.load import MissingBandError
 from glacierscale.models import load_model
-from glacierscale.sample import athabasca_sample
 from glacierscale.train import (
     ChipSource,
     LabelRules,

@@ -12,7 +12,7 @@ Public API:
 
 from __future__ import annotations
 
-from glacierscale.catalog.geometry import bbox_geometry, coverage, item_footprint, split_bbox
+from glacierscale.catalog.geometry import coverage, item_footprint
 from glacierscale.catalog.index import describe_rasters, guess_sensor, write_items
 from glacierscale.catalog.selection import (
     DEFAULT_SEASONS,
@@ -43,7 +43,6 @@ __all__ = [
     "SeasonWindow",
     "Selection",
     "StacApiSource",
-    "bbox_geometry",
     "coverage",
     "describe_rasters",
     "guess_sensor",
@@ -53,6 +52,5 @@ __all__ = [
     "season_dates",
     "season_window",
     "select_scenes",
-    "split_bbox",
     "write_items",
 ]

@@ -16,17 +16,16 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pystac
-from pyproj import Transformer
-from shapely.geometry import Polygon, mapping
+from shapely.geometry import mapping
 
-from glacierscale.catalog.geometry import unwrap_polygon
+from glacierscale.core.footprint import raster_footprint
 
 _RASTER_SUFFIXES = (".tif", ".tiff")
 _TOKEN = re.compile(
@@ -110,26 +109,49 @@ def _when(paths: list[Path], header_tag: str | None) -> tuple[datetime, str]:
     return datetime.fromtimestamp(int(mtime), tz=UTC), "file-time"
 
 
-def _footprint(crs: Any, bounds: Any) -> tuple[dict[str, Any], list[float]]:
-    t = np.linspace(0.0, 1.0, 11)
-    left, b, r, top = bounds
-    xs = np.concatenate([left + (r - left) * t, np.full_like(t, r), r - (r - left) * t,
-                         np.full_like(t, left)])
-    ys = np.concatenate([np.full_like(t, top), top - (top - b) * t, np.full_like(t, b),
-                         b + (top - b) * t])
-    lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xs, ys)
-    geom = unwrap_polygon(Polygon(list(zip(lon, lat, strict=True))))
-    minx, miny, maxx, maxy = geom.bounds
-    if geom.geom_type == "MultiPolygon" and minx <= -179.999 and maxx >= 179.999:
-        east = max(g.bounds[0] for g in geom.geoms if g.bounds[0] > 0)
-        west = min(g.bounds[2] for g in geom.geoms if g.bounds[2] < 0)
-        return _geojson(geom), [east, miny, west, maxy]  # STAC: west > east across 180
-    return _geojson(geom), [minx, miny, maxx, maxy]
-
-
 def _geojson(geom: Any) -> dict[str, Any]:
     """GeoJSON with lists, not tuples (JSON Schema validators reject tuples as arrays)."""
     return dict(json.loads(json.dumps(mapping(geom))))
+
+
+def raster_asset(ds: Any, href: str, *, band: dict[str, Any] | None = None,
+                 roles: Sequence[str] = ("data",), cog: bool | None = None) -> dict[str, Any]:
+    """The STAC asset of one open rasterio dataset: type, roles, projection and ``raster:bands``.
+
+    ``band`` adds to (or overrides) the band's ``data_type`` and ``nodata`` read from the header;
+    ``cog`` says whether to claim the cloud-optimized profile (default: tiled with overviews).
+    """
+    is_cog = (bool(ds.profile.get("tiled") and ds.overviews(1)) if cog is None else cog)
+    t = ds.transform
+    header: dict[str, Any] = {"data_type": ds.dtypes[0]}
+    if ds.nodata is not None:
+        header["nodata"] = ds.nodata
+    return {"href": href,
+            "type": "image/tiff; application=geotiff" + ("; profile=cloud-optimized"
+                                                          if is_cog else ""),
+            "roles": list(roles), "proj:code": ds.crs.to_string(),
+            "proj:shape": [ds.height, ds.width],
+            "proj:transform": [t.a, t.b, t.c, t.d, t.e, t.f],
+            "raster:bands": [{**header, **(band or {})}]}
+
+
+def raster_item(item_id: str, collection: str, when: datetime, assets: dict[str, dict[str, Any]],
+                crs: Any, bounds: Sequence[float], *, properties: dict[str, Any] | None = None,
+                eo: bool = False, links: Sequence[dict[str, Any]] = ()) -> pystac.Item:
+    """A STAC 1.1 item (projection + raster, optionally eo) of rasters sharing one grid.
+
+    The one place glacierscale builds items from rasters: the local indexer, the demo's sample
+    catalog and the test fixtures all come here. (rio-stac does the same job but reads pixel
+    statistics and knows nothing of the sensor defaults and date sources used here, so this
+    stays a few lines of our own.) The footprint is densified and split at the antimeridian.
+    """
+    geom, bbox = raster_footprint(crs, bounds)
+    props = {"datetime": when.isoformat().replace("+00:00", "Z"), **(properties or {})}
+    doc = {"type": "Feature", "stac_version": "1.1.0",
+           "stac_extensions": [_PROJ_EXT, _RASTER_EXT] + ([_EO_EXT] if eo else []),
+           "id": item_id, "collection": collection, "geometry": _geojson(geom), "bbox": bbox,
+           "properties": props, "assets": assets, "links": list(links)}
+    return pystac.Item.from_dict(doc, preserve_dict=False)
 
 
 def _groups(root: Path) -> list[tuple[str, dict[str, Path]]]:
@@ -175,45 +197,30 @@ def describe_rasters(
                     raise ValueError(f"{path} has no CRS; assign one (e.g. rio edit-info --crs)")
                 crs, bounds = ds.crs, ds.bounds
                 tag = tag or ds.tags().get("TIFFTAG_DATETIME")
-                band: dict[str, Any] = {"data_type": ds.dtypes[0]}
-                nodata = ds.nodata if ds.nodata is not None else (
-                    sensor.nodata if sensor and key not in _MASK_TOKENS else None)
-                if nodata is not None:
-                    band["nodata"] = nodata
+                band: dict[str, Any] = {}
+                if ds.nodata is None and sensor and key not in _MASK_TOKENS \
+                        and sensor.nodata is not None:
+                    band["nodata"] = sensor.nodata
                 sc = scale if scale is not None else (sensor.scale if sensor else None)
                 off = offset if offset is not None else (sensor.offset if sensor else None)
                 if sc is not None and key not in _MASK_TOKENS and not is_dem:
                     band["scale"] = sc
                     if off is not None:
                         band["offset"] = off
-                t = ds.transform
-                asset: dict[str, Any] = {
-                    "href": str(path),
-                    "type": "image/tiff; application=geotiff" + (
-                        "; profile=cloud-optimized" if ds.profile.get("tiled") and ds.overviews(1)
-                        else ""),
-                    "roles": ["cloud"] if key in _MASK_TOKENS else ["data"],
-                    "proj:code": ds.crs.to_string(),
-                    "proj:shape": [ds.height, ds.width],
-                    "proj:transform": [t.a, t.b, t.c, t.d, t.e, t.f],
-                    "raster:bands": [band],
-                }
+                asset = raster_asset(ds, str(path), band=band,
+                                     roles=["cloud"] if key in _MASK_TOKENS else ["data"])
                 common = sensor.common.get(key) if sensor else None
                 if common:
                     asset["eo:bands"] = [{"name": key, "common_name": common}]
                 assets[key] = asset
         when, source = _when(list(files.values()), tag)
-        geometry, bbox = _footprint(crs, bounds)
         coll = collection or ("dem" if is_dem else (sensor.collection if sensor else "local"))
-        props: dict[str, Any] = {"datetime": when.isoformat().replace("+00:00", "Z"),
-                                 "glacierscale:datetime_source": source, "proj:code": str(crs)}
+        props: dict[str, Any] = {"glacierscale:datetime_source": source, "proj:code": str(crs)}
         if sensor and not is_dem:
             props["platform"] = sensor.platform
-        doc = {"type": "Feature", "stac_version": "1.1.0",
-               "stac_extensions": [_PROJ_EXT, _RASTER_EXT, _EO_EXT], "id": item_id,
-               "collection": coll, "geometry": geometry, "bbox": bbox, "properties": props,
-               "assets": assets, "links": []}
-        items.append(pystac.Item.from_dict(doc, preserve_dict=False))
+        assert bounds is not None  # every group holds at least one raster
+        items.append(raster_item(item_id, coll, when, assets, crs, bounds, properties=props,
+                                 eo=True))
     if not items:
         raise FileNotFoundError(f"no .tif/.tiff rasters under {root}")
     return items

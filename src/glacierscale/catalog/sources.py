@@ -28,7 +28,8 @@ from urllib.parse import urljoin
 import pystac
 from shapely import STRtree
 
-from glacierscale.catalog.geometry import bbox_geometry, item_footprint, split_bbox
+from glacierscale.catalog.geometry import item_footprint
+from glacierscale.core.footprint import bbox_polygon, split_bbox
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ class LocalSource:
     ) -> list[pystac.Item]:
         lo, hi = _day_bounds(start, end)
         wanted = set(collections)
-        hits = self._tree.query(bbox_geometry(bbox), predicate="intersects")
+        hits = self._tree.query(bbox_polygon(bbox), predicate="intersects")
         out = []
         for idx in sorted(int(i) for i in hits):  # catalog order, whatever the index returns
             item = self.items[idx]

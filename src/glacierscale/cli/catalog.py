@@ -61,16 +61,13 @@ def search(
 ) -> None:
     """Search CATALOG for a box and print the ranked selection with its reasons (JSON)."""
     from glacierscale.catalog import open_catalog, season_dates, select_scenes
+    from glacierscale.core.footprint import parse_bbox
 
     try:
-        box = tuple(float(v) for v in bbox.split(","))
-        if len(box) != 4:
-            raise ValueError
+        w, s, e, n = parse_bbox(bbox)
     except ValueError as exc:
-        typer.echo("error: --bbox must be W,S,E,N in degrees, e.g. -117.32,52.15,-117.23,52.21",
-                   err=True)
+        typer.echo(f"error: --{exc}, e.g. -117.32,52.15,-117.23,52.21", err=True)
         raise typer.Exit(2) from exc
-    w, s, e, n = box
     lo, hi = _day(start), _day(end)
     colls = tuple(c.strip() for c in collections.split(",") if c.strip())
     query_lo, query_hi = lo, hi

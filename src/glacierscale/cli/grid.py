@@ -48,7 +48,8 @@ def register(app: typer.Typer) -> None:
             help="RGI 7.0 O1/O2 region summary CSV for --estimate")] = None,
     ) -> None:
         """Plan the tile grid: every glacier in exactly one tile, seamless across zones."""
-        from glacierscale.plan import estimate_global_tiles, parse_bbox, plan_tiles, write_plan
+        from glacierscale.core.footprint import parse_bbox
+        from glacierscale.plan import estimate_global_tiles, plan_tiles, write_plan
 
         try:
             cfg = GridConfig(tile_size_px=tile_size_px, resolution=resolution, halo_px=halo_px,

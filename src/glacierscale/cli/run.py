@@ -58,7 +58,7 @@ def _run_config(given: dict[str, Any], config: Path | None) -> RunConfig:
 
 def _resolved(cfg: RunConfig) -> RunConfig:
     """``cfg`` with the model's defaults applied; a model that cannot load is a --model error."""
-    from glacierscale.pipeline import resolve_config
+    from glacierscale.run import resolve_config
 
     try:
         return resolve_config(cfg)
@@ -68,7 +68,7 @@ def _resolved(cfg: RunConfig) -> RunConfig:
 
 def _execute(cfg: RunConfig) -> Any:
     from glacierscale.io import check_bucket
-    from glacierscale.orchestrate import run as run_flow
+    from glacierscale.orchestrate.flows import run as run_flow
 
     # Resolved here, the one door of run and demo, so the flow, the tiles' config token and the
     # manifest all see the resolution actually used.
@@ -120,7 +120,7 @@ def register(app: typer.Typer) -> None:
         workers: Annotated[int, typer.Option(help="local Dask worker processes")] = 2,
     ) -> None:
         """Map the Athabasca Glacier sample end to end on this machine (no server needed)."""
-        from glacierscale.sample import athabasca_sample
+        from glacierscale.demo import athabasca_sample
 
         sample = athabasca_sample(sample_data_dir(), cache_dir())
         where = "local sample catalog" if sample.offline else "public Earth Search STAC API"

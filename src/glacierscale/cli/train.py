@@ -46,7 +46,7 @@ def resolve_catalog(catalog: str) -> str:
         from glacierscale.train import everest_sample
 
         return everest_sample(data, cache_dir()).catalog
-    from glacierscale.sample import athabasca_sample
+    from glacierscale.demo.sample import athabasca_sample
 
     return athabasca_sample(data, cache_dir()).catalog
 

@@ -10,9 +10,15 @@ whose parts meet at ±180 (the GeoJSON RFC 7946 convention).
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import shapely
 from numpy.typing import NDArray
+from pyproj import Transformer
 from shapely.affinity import translate
 from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.geometry.base import BaseGeometry
@@ -20,6 +26,43 @@ from shapely.geometry.base import BaseGeometry
 from glacierscale.core.zones import normalize_lon
 
 WORLD = box(-180.0, -90.0, 180.0, 90.0)
+
+#: A W,S,E,N box in degrees; W > E means it crosses the antimeridian (as STAC allows).
+Bbox = tuple[float, float, float, float]
+
+_BBOX_TEXT = re.compile(r"\s*[-+]?[\d.]+\s*(,\s*[-+]?[\d.]+\s*)+")
+
+
+def looks_like_bbox(text: str) -> bool:
+    """Numbers and commas only: meant as a box, not a path or URL (a wrong count is then reported
+    by :func:`parse_bbox` as such)."""
+    return bool(_BBOX_TEXT.fullmatch(text))
+
+
+def parse_bbox(text: str | Sequence[float]) -> Bbox:
+    """``"W,S,E,N"`` (or a 4-sequence) in degrees; W > E means the box crosses the antimeridian."""
+    try:
+        parts = [float(v) for v in (text.split(",") if isinstance(text, str) else text)]
+    except ValueError as exc:
+        raise ValueError(f"bbox {text!r}: expected four numbers W,S,E,N in degrees") from exc
+    if len(parts) != 4 or not all(math.isfinite(v) for v in parts):
+        raise ValueError(f"bbox {text!r}: expected four numbers W,S,E,N in degrees")
+    w, s, e, n = parts
+    if not (-180 <= w <= 180 and -180 <= e <= 180 and -90 <= s < n <= 90):
+        raise ValueError(f"bbox {text!r}: need -180 <= W,E <= 180 and -90 <= S < N <= 90")
+    return (w, s, e, n)
+
+
+def split_bbox(bbox: Sequence[float]) -> list[Bbox]:
+    """A W,S,E,N box (or a 3-D STAC bbox) as one or two boxes that do not cross the antimeridian."""
+    if len(bbox) == 6:  # 3-D STAC bbox: minx, miny, minz, maxx, maxy, maxz
+        bbox = (bbox[0], bbox[1], bbox[3], bbox[4])
+    w, s, e, n = (float(v) for v in bbox[:4])
+    if s > n:
+        raise ValueError(f"bbox {tuple(bbox)} has south {s} > north {n}; expected W,S,E,N degrees")
+    if w <= e:
+        return [(w, s, e, n)]
+    return [(w, s, 180.0, n), (-180.0, s, e, n)]
 
 
 def unwrap_lon(lon: NDArray[np.float64], axis: int = -1) -> NDArray[np.float64]:
@@ -107,14 +150,55 @@ def rings_to_lonlat(
     return out
 
 
-def bbox_polygon(bbox: tuple[float, float, float, float]) -> Polygon | MultiPolygon:
-    """A W,S,E,N box as a lon/lat (multi)polygon; ``W > E`` means it crosses the antimeridian."""
-    w, s, e, n = bbox
-    if not (-90.0 <= s < n <= 90.0):
-        raise ValueError(f"bbox {bbox}: need -90 <= south < north <= 90 (W,S,E,N in degrees)")
+def bbox_polygon(bbox: Sequence[float]) -> Polygon | MultiPolygon:
+    """A W,S,E,N box as a lon/lat (multi)polygon; ``W > E`` means it crosses the antimeridian.
+
+    Also takes 3-D STAC bboxes. A box of zero width (``W == E``, a point item's bbox) stays a
+    line instead of going round the world.
+    """
+    if len(bbox) == 6:
+        bbox = (bbox[0], bbox[1], bbox[3], bbox[4])
+    w, s, e, n = (float(v) for v in bbox[:4])
+    if not (-90.0 <= s <= n <= 90.0):
+        raise ValueError(f"bbox {tuple(bbox)}: need -90 <= south <= north <= 90 "
+                         "(W,S,E,N in degrees)")
+    if w == e or s == n:
+        return box(w, s, e, n)
     # West into [-180, 180); east may be 180 itself (the usual "whole world" box).
     w = float(normalize_lon(w))
     e = 180.0 if e == 180.0 else float(normalize_lon(e))
     if e <= w:
         e += 360.0
     return _wrap_into_world(box(w, s, e, n))
+
+
+def polygon_to_lonlat(poly: Polygon) -> Polygon | MultiPolygon:
+    """A lon/lat polygon whose longitudes may jump across ±180 (older STAC producers, rings
+    transformed from a projection) as its parts in ``[-180, 180]``."""
+    xy = np.asarray(poly.exterior.coords, dtype=np.float64)
+    return ring_to_lonlat(xy[:, 0], xy[:, 1])
+
+
+def raster_footprint(crs: Any, bounds: Sequence[float], points_per_side: int = 11
+                     ) -> tuple[Polygon | MultiPolygon, list[float]]:
+    """Lon/lat footprint and STAC bbox of a raster's bounds (``left, bottom, right, top`` in
+    ``crs``, anything pyproj reads).
+
+    Each side is densified, since a straight projected edge is curved in lon/lat. Across the
+    antimeridian the footprint is a MultiPolygon split at ±180 and the bbox has west > east, as
+    the STAC spec asks.
+    """
+    t = np.linspace(0.0, 1.0, points_per_side)
+    left, b, r, top = (float(v) for v in bounds)
+    xs = np.concatenate([left + (r - left) * t, np.full_like(t, r), r - (r - left) * t,
+                         np.full_like(t, left)])
+    ys = np.concatenate([np.full_like(t, top), top - (top - b) * t, np.full_like(t, b),
+                         b + (top - b) * t])
+    lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xs, ys)
+    geom = polygon_to_lonlat(Polygon(np.column_stack([lon, lat])))
+    minx, miny, maxx, maxy = geom.bounds
+    if isinstance(geom, MultiPolygon) and minx <= -179.999 and maxx >= 179.999:
+        east = max(g.bounds[0] for g in geom.geoms if g.bounds[0] > 0)
+        west = min(g.bounds[2] for g in geom.geoms if g.bounds[2] < 0)
+        return geom, [east, miny, west, maxy]
+    return geom, [minx, miny, maxx, maxy]

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from affine import Affine
 
+from glacierscale.core.zones import lon_zone_index, normalize_lon
+
 #: Grid origin (upper-left corner of cell 0,0) per projection family, in projected metres.
 #: UTM: rows grow southwards from just below 10,000 km (north: northing 0..9.4e6; south: false
 #: northing 10,000 km). 9,999,960 is a multiple of 10, 20, 30 and 60 m, so tiles at any Sentinel-2,
@@ -33,14 +35,16 @@ def grid_origin(epsg: int) -> tuple[float, float]:
     )
 
 
-def utm_epsg(lon: float, lat: float) -> int:
-    """EPSG code of the standard UTM zone of a lon/lat point (no Norway/Svalbard exceptions).
+def local_utm_epsg(lon: float, lat: float) -> int:
+    """EPSG code of the standard UTM zone of a lon/lat point: a metric CRS *near* the point.
 
-    The exceptions are left out on purpose: a fixed, formulaic zone choice keeps tile ids stable.
+    For measuring and drawing around a place (quicklooks, evaluation), so it is UTM at every
+    latitude. The tile grid's owner of a point is :func:`glacierscale.core.zones.zone_epsg`
+    instead, which differs on purpose beyond 84N and 80S, where the grid switches to polar
+    stereographic. Both leave out the Norway/Svalbard exceptions, so zones stay formulaic.
     """
-    lon = ((lon + 180.0) % 360.0) - 180.0
-    # floor(lon / 6) first: adding 180 before dividing can round a border point into the next zone
-    zone = min(math.floor(lon / 6.0) + 31, 60)
+    lon = lon if -180.0 <= lon < 180.0 else float(normalize_lon(lon))
+    zone = min(max(int(lon_zone_index(lon)) + 1, 1), 60)
     return (32600 if lat >= 0 else 32700) + zone
 
 

@@ -60,11 +60,6 @@ def window_starts(size: int, window_px: int, stride: int) -> np.ndarray:
     return np.minimum(starts, size - window_px)
 
 
-def padded_size(size: int, window_px: int) -> int:
-    """Axis length after padding a too-small axis up to one window."""
-    return max(size, window_px)
-
-
 @lru_cache(maxsize=32)
 def _profile_cached(window_px: int, kind: str, sigma_scale: float) -> np.ndarray:
     if kind == "uniform":

@@ -5,7 +5,7 @@ exactly one zone:
 
 * UTM north, EPSG:326zz: ``0 <= lat < 84``, UTM south, EPSG:327zz: ``-80 <= lat < 0``, and
   ``lon0 <= lon < lon0 + 6`` with ``lon0 = -180 + 6 (zz - 1)``; longitude 180 is longitude -180
-  (zone 1). No Norway/Svalbard exceptions, as in :func:`glacierscale.core.tiles.utm_epsg`.
+  (zone 1). No Norway/Svalbard exceptions.
 * Polar stereographic north, EPSG:3413: ``lat >= 84``; south, EPSG:3031: ``lat < -80``.
 
 Each zone carries its own fixed tile grid (:mod:`glacierscale.core.tiles`); a tile's core is the
@@ -57,9 +57,10 @@ def lon_zone_index(lon: ArrayLike) -> NDArray[np.int64]:
 def zone_epsg(lon: ArrayLike, lat: ArrayLike) -> NDArray[np.int64]:
     """EPSG code of the zone owning each lon/lat point (vectorised; see the module docstring).
 
-    Between 80S and 84N this is :func:`glacierscale.core.tiles.utm_epsg`, computed as
-    :func:`lon_zone_index` of the untouched longitude so that it is exact even within 1e-15° of
-    a border (adding 180 first, as ``utm_epsg`` does, can round such a point into the next zone).
+    Between 80S and 84N this is the standard UTM zone (as
+    :func:`glacierscale.core.tiles.local_utm_epsg`), computed as :func:`lon_zone_index` of the
+    untouched longitude so that it is exact even within 1e-15° of a border (adding 180 first can
+    round such a point into the next zone).
     """
     lon_a = np.asarray(lon, dtype=np.float64)
     lon_a = np.where((lon_a >= -180.0) & (lon_a < 180.0), lon_a, normalize_lon(lon_a))

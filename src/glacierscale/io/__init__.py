@@ -13,9 +13,9 @@ from glacierscale.io.cloud import (
     to_gdal_path,
 )
 from glacierscale.io.cog import CogValidationError, build_cog, validate_cog, write_cog
+from glacierscale.io.outputs import tile_complete, tile_key, write_tile_outputs
 from glacierscale.io.stac import Provenance, read_items, tile_item, validate_core, write_collection
 from glacierscale.io.store import Store, redact, redact_url
-from glacierscale.io.tiles import tile_complete, tile_key, write_tile_outputs
 from glacierscale.io.vector import read_geoparquet, write_geoparquet, write_vector
 
 __all__ = [

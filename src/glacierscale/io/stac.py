@@ -21,7 +21,7 @@ import pystac
 from affine import Affine
 from pyproj import Transformer
 from pystac.extensions.projection import ProjectionExtension
-from shapely.geometry import box, mapping, shape
+from shapely.geometry import box, mapping
 from shapely.ops import transform as shp_transform
 
 from glacierscale.io.store import Store, redact
@@ -258,7 +258,3 @@ def validate_core(d: Mapping[str, Any]) -> None:
             else pystac.STACObjectType.ITEM)
     RegisteredValidator.get_validator().validate_core(data, kind, data["stac_version"])
 
-
-def item_geometry(item: pystac.Item) -> Any:
-    """Shapely geometry (lon/lat) of an item."""
-    return shape(item.geometry) if item.geometry else None

@@ -33,7 +33,7 @@ from glacierscale.load.bands import (
 from glacierscale.load.env import CLOUD_READ_DEFAULTS, cloud_read_settings, configure_cloud_reads
 from glacierscale.load.signing import fresh_href
 from glacierscale.load.snow import scene_snow_fraction
-from glacierscale.load.tile import MissingBandError, load_tile, tile_geobox
+from glacierscale.load.stack import MissingBandError, load_tile
 
 __all__ = [
     "CLOUD_READ_DEFAULTS",
@@ -57,5 +57,4 @@ __all__ = [
     "load_tile",
     "resolve",
     "scene_snow_fraction",
-    "tile_geobox",
 ]

@@ -10,14 +10,9 @@ import numpy as np
 import pystac
 import rasterio
 from affine import Affine
-from pyproj import Transformer
-from shapely.geometry import Polygon, mapping
 
-from glacierscale.catalog.geometry import unwrap_polygon
+from glacierscale.catalog.index import raster_asset, raster_item
 from glacierscale.core.tiles import TileSpec
-
-PROJ_EXT = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
-RASTER_EXT = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
 
 
 def write_cog(path: Path, data: np.ndarray, crs: str, transform: Affine,
@@ -32,45 +27,19 @@ def write_cog(path: Path, data: np.ndarray, crs: str, transform: Affine,
     return path
 
 
-def _footprint(crs: str, transform: Affine, shape: tuple[int, int]) -> Polygon:
-    h, w = shape
-    t = np.linspace(0, 1, 9)
-    cols = np.concatenate([t * w, np.full_like(t, w), w - t * w, np.zeros_like(t)])
-    rows = np.concatenate([np.zeros_like(t), t * h, np.full_like(t, h), h - t * h])
-    xs, ys = transform * (cols, rows)  # type: ignore[operator]  # Affine maps arrays too
-    lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xs, ys)
-    return unwrap_polygon(Polygon(list(zip(lon, lat, strict=True))))
-
-
 def make_item(item_id: str, collection: str, when: datetime, assets: dict[str, Path],
               *, raster: dict[str, dict[str, Any]] | None = None,
               properties: dict[str, Any] | None = None) -> pystac.Item:
     """A STAC 1.1 item with projection and raster extensions describing local files."""
     raster = raster or {}
     docs: dict[str, Any] = {}
-    geom = None
+    crs = bounds = None
     for key, path in assets.items():
         with rasterio.open(path) as ds:
-            t, crs, shape = ds.transform, ds.crs.to_string(), ds.shape
-            band = {"data_type": ds.dtypes[0], **({"nodata": ds.nodata} if ds.nodata is not None
-                                                 else {})}
-        band.update(raster.get(key, {}))
-        docs[key] = {"href": str(path), "type": "image/tiff; application=geotiff",
-                     "roles": ["data"], "proj:code": crs, "proj:shape": list(shape),
-                     "proj:transform": [t.a, t.b, t.c, t.d, t.e, t.f], "raster:bands": [band]}
-        geom = geom or _footprint(crs, t, shape)
-    assert geom is not None
-    minx, miny, maxx, maxy = geom.bounds
-    bbox = [minx, miny, maxx, maxy]
-    if geom.geom_type == "MultiPolygon" and minx <= -179.999 and maxx >= 179.999:
-        bbox = [max(g.bounds[0] for g in geom.geoms if g.bounds[0] > 0), miny,
-                min(g.bounds[2] for g in geom.geoms if g.bounds[2] < 0), maxy]
-    doc = {"type": "Feature", "stac_version": "1.1.0", "stac_extensions": [PROJ_EXT, RASTER_EXT],
-           "id": item_id, "collection": collection, "geometry": mapping(geom), "bbox": bbox,
-           "properties": {"datetime": when.isoformat().replace("+00:00", "Z"),
-                          **(properties or {})},
-           "assets": docs, "links": []}
-    return pystac.Item.from_dict(doc, preserve_dict=False)
+            docs[key] = raster_asset(ds, str(path), band=raster.get(key), cog=False)
+            crs, bounds = crs or ds.crs.to_string(), bounds or ds.bounds
+    assert crs is not None and bounds is not None, "make_item needs at least one asset"
+    return raster_item(item_id, collection, when, docs, crs, bounds, properties=properties)
 
 
 def tile_at(epsg: int, x: float, y: float, size_px: int = 32, resolution: float = 10.0,

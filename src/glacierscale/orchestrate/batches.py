@@ -1,7 +1,6 @@
 """Plain helpers of the flows (no Prefect here): batches, regions, tile functions, Dask clients.
 
-Kept apart from ``glacierscale.orchestrate`` so the flow module reads as the flow; everything here
-is re-exported there.
+Kept apart from :mod:`glacierscale.orchestrate.flows` so the flow module reads as the flow.
 """
 
 from __future__ import annotations
@@ -9,7 +8,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from threading import Lock
@@ -17,11 +16,9 @@ from typing import Any
 
 from glacierscale.config import RunConfig
 from glacierscale.core.tiles import TileSpec
-from glacierscale.pipeline import TileResult, process_tile
+from glacierscale.pipeline import TileFn, TileResult, process_tile
 
 log = logging.getLogger(__name__)
-
-TileFn = Callable[[TileSpec, RunConfig], TileResult]
 
 #: Errors worth retrying (network, storage and cluster hiccups); anything else is a bug or bad
 #: input and is recorded on the tile instead.
@@ -89,7 +86,7 @@ def plan_regions(cfg: RunConfig, regions: Sequence[str] = (),
     return group_by_region(plan.tiles, labels)
 
 
-def load_tile_fn(tile_fn: TileFn | str | None) -> TileFn:
+def resolve_tile_fn(tile_fn: TileFn | str | None) -> TileFn:
     """The tile function: a callable, a ``"module:function"`` path, or the real pipeline."""
     if tile_fn is None:
         return process_tile

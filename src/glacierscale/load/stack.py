@@ -29,6 +29,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
 
+from glacierscale.core.grid import tile_geobox
 from glacierscale.core.tiles import TileSpec
 from glacierscale.load.backends import Loader, get_loader
 from glacierscale.load.bands import DEM_BANDS, OPTICAL, ItemBands, is_dem_item, resolve
@@ -46,11 +47,6 @@ CHUNK_PX = 1024
 
 class MissingBandError(ValueError):
     """A requested band is in none of the items; the message names the band and the fix."""
-
-
-def tile_geobox(tile: TileSpec) -> GeoBox:
-    """The halo'd pixel grid of a tile as an odc-geo GeoBox."""
-    return GeoBox(tile.shape, tile.transform, tile.crs)
 
 
 def _shape(geobox: GeoBox) -> tuple[int, int]:

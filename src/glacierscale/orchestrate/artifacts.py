@@ -23,7 +23,8 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from glacierscale.pipeline import RunSummary, TileResult
+from glacierscale.pipeline import TileResult
+from glacierscale.run import RunSummary
 
 #: Statuses in the order the tables show them.
 STATUSES = ("done", "skipped", "no-data", "failed")

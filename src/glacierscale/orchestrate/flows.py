@@ -23,7 +23,6 @@ import contextvars
 import logging
 import os
 import queue
-import re
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -40,31 +39,26 @@ from prefect_dask import DaskTaskRunner
 
 from glacierscale.cluster import ClusterSpec, make_cluster, resolve, tile_resources
 from glacierscale.config import RunConfig
+from glacierscale.core.footprint import looks_like_bbox, parse_bbox
 from glacierscale.core.tiles import TileSpec
-from glacierscale.orchestrate_artifacts import RegionProgress, publish_run
-from glacierscale.orchestrate_batches import (
-    TILE_ATTEMPTS,
+from glacierscale.orchestrate.artifacts import RegionProgress, publish_run
+from glacierscale.orchestrate.batches import (
     TRANSIENT,
     Batch,
-    TileFn,
     close_clients,
     dask_client,
     group_by_region,
-    load_tile_fn,
     make_batches,
     plan_regions,
+    resolve_tile_fn,
     run_tile,
     tile_of,
 )
-from glacierscale.pipeline import RunSummary, TileResult, finalize, resolve_config
+from glacierscale.pipeline import TileFn, TileResult
+from glacierscale.run import RunSummary, finalize, resolve_config
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "TILE_ATTEMPTS", "TRANSIENT", "Batch", "ClusterSpec", "TileFn", "config_from_parameters",
-    "dask_client", "global_inventory", "group_by_region", "load_tile_fn", "make_batches",
-    "plan_regions", "prefect_api", "process_batch", "region_inventory", "run", "run_tile",
-]
 
 Runner = Literal["dask", "threads"]
 #: Regions processed at once; each region's batches already spread over the whole cluster.
@@ -185,11 +179,6 @@ def _global_run_name() -> str:
     return f"inventory {where}{regions}{dates} {p.get('model', '')}".strip()
 
 
-def _is_bbox(aoi: str) -> bool:
-    """A ``W,S,E,N`` string (numbers and commas only) rather than a path or URL of outlines."""
-    return bool(re.fullmatch(r"\s*[-+]?[\d.]+\s*(,\s*[-+]?[\d.]+\s*)+", aoi))
-
-
 def config_from_parameters(*, out: str, catalog: str, outlines: str | None, bbox: str | None,
                            start: date | None, end: date | None, sensors: Sequence[str] | None,
                            model: str, tiles_per_task: int, reference: str | None,
@@ -237,13 +226,12 @@ def global_inventory(
                                  settings=settings)
     spec = (ClusterSpec.model_validate(cluster) if isinstance(cluster, dict)
             else cluster or ClusterSpec.from_run_config(cfg))
-    fn = load_tile_fn(tile_fn)
+    fn = resolve_tile_fn(tile_fn)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if tile_ids is not None:
         groups = group_by_region([tile_of(t, cfg) for t in tile_ids])
     else:
-        from glacierscale.plan import parse_bbox
 
         filt = parse_bbox(bbox) if (outlines and bbox) else None
         groups = plan_task(cfg, tuple(regions or ()), filt)
@@ -340,7 +328,7 @@ def run(cfg: RunConfig, *, tile_fn: TileFn | None = None, tiles: Sequence[TileSp
     ``PREFECT_API_URL`` when set. ``tile_fn`` defaults to ``pipeline.process_tile``; ``tiles``
     replaces planning; ``cluster`` defaults to ``cfg.scheduler`` or local worker processes.
     """
-    is_bbox = _is_bbox(cfg.aoi)
+    is_bbox = looks_like_bbox(cfg.aoi)
     if tiles is None:
         # The model's card decides an unset resolution (given tiles were planned already).
         cfg = resolve_config(cfg)

@@ -27,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from pyproj import Transformer
 from rio_cogeo.cogeo import cog_translate
 from rio_cogeo.profiles import cog_profiles
+
+from glacierscale.catalog.index import raster_asset, raster_item
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +40,11 @@ ATHABASCA_WINDOW = (date(2020, 8, 1), date(2020, 9, 30))
 EARTH_SEARCH = "https://earth-search.aws.element84.com/v1"
 
 # The catalog layout changes when this does; bump it to rebuild caches.
-_SAMPLE_VERSION = "4"
+_SAMPLE_VERSION = "5"
 # Written last into a built sample folder: its presence with the right version is what makes a
 # cached sample trusted (a dot file, so item globs never see it).
 _VERSION_MARKER = ".sample-version"
 
-_PROJ_EXT = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
-_RASTER_EXT = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
-_EO_EXT = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
 
 
 @dataclass(frozen=True)
@@ -205,7 +203,7 @@ def _write_item(root: Path, final_root: Path, item_id: str, collection: str, pla
                 day: date,
                 files: dict[str, Path], scale: float | None) -> None:
     assets: dict[str, dict] = {}
-    meta: dict = {}
+    crs = bounds = None
     valid_fraction = 1.0
     for key, path in files.items():
         cog = root / "cogs" / item_id / f"{key}.tif"
@@ -214,56 +212,33 @@ def _write_item(root: Path, final_root: Path, item_id: str, collection: str, pla
         profile.update(blockxsize=256, blockysize=256, predictor=2)
         cog_translate(str(path), str(cog), profile, quiet=True, overview_resampling="nearest")
         with rasterio.open(cog) as ds:
-            meta = {"crs": ds.crs, "shape": ds.shape, "transform": ds.transform,
-                    "bounds": ds.bounds, "dtype": ds.dtypes[0], "nodata": ds.nodata}
+            crs, bounds = ds.crs, ds.bounds
             if key in ("B04", "red"):
                 arr = ds.read(1, masked=True)
                 valid_fraction = float(1.0 - np.ma.getmaskarray(arr).mean())
-        band: dict = {"data_type": meta["dtype"], "nodata": meta["nodata"]}
-        if scale is not None:
-            band.update(scale=scale, offset=0.0)
-        else:
-            band["unit"] = "metre"
-        assets[key] = {
+            band: dict = {"nodata": ds.nodata}
+            if scale is not None:
+                band.update(scale=scale, offset=0.0)
+            else:
+                band["unit"] = "metre"
             # file:// URIs at the catalog's final place (it is built in a temporary folder): a
             # bare "/path" would resolve against an API's host once a STAC API serves the item.
-            "href": (final_root / "cogs" / item_id / f"{key}.tif").as_uri(),
-            "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-            "roles": ["data"],
-            "raster:bands": [band],
-        }
-    b = meta["bounds"]
-    to_ll = Transformer.from_crs(meta["crs"], "EPSG:4326", always_xy=True)
-    xs, ys = to_ll.transform([b.left, b.right, b.right, b.left], [b.top, b.top, b.bottom, b.bottom])
-    ring = [[float(x), float(y)] for x, y in zip(xs, ys, strict=True)]
-    t = meta["transform"]
-    props: dict = {
-        "datetime": datetime(day.year, day.month, day.day, 18, 0, tzinfo=UTC)
-        .isoformat().replace("+00:00", "Z"),
-        "platform": platform,
-        "proj:code": str(meta["crs"]),
-        "proj:shape": list(meta["shape"]),
-        "proj:transform": [t.a, t.b, t.c, t.d, t.e, t.f],
-    }
+            href = (final_root / "cogs" / item_id / f"{key}.tif").as_uri()
+            assets[key] = raster_asset(ds, href, band=band, cog=True)
+    assert bounds is not None, f"no rasters for {item_id}"
+    props: dict = {"platform": platform, "proj:code": str(crs)}
     if scale is not None:
         # The sample carries no cloud mask asset: its gaps are the provider's masked clouds.
         props["eo:cloud_cover"] = round(100.0 * (1.0 - valid_fraction), 2)
-    item = {
-        "type": "Feature",
-        "stac_version": "1.1.0",
-        "stac_extensions": [_PROJ_EXT, _RASTER_EXT] + ([_EO_EXT] if scale is not None else []),
-        "id": item_id,
-        "collection": collection,
-        "geometry": {"type": "Polygon", "coordinates": [[*ring, ring[0]]]},
-        "bbox": [min(xs), min(ys), max(xs), max(ys)],
-        "properties": props,
-        "assets": assets,
+    item = raster_item(
+        item_id, collection, datetime(day.year, day.month, day.day, 18, 0, tzinfo=UTC), assets,
+        crs, bounds, properties=props, eo=scale is not None,
         # STAC 1.1 wants a collection link wherever an item names its collection.
-        "links": [{"rel": "collection", "type": "application/json",
-                   "href": (final_root / "collections" / f"{collection}.json").as_uri()}],
-    }
-    (root / "items" / f"{item_id}.json").write_text(json.dumps(item, indent=1))
-    _write_collection(root, collection, [min(xs), min(ys), max(xs), max(ys)], props["datetime"])
+        links=[{"rel": "collection", "type": "application/json",
+                "href": (final_root / "collections" / f"{collection}.json").as_uri()}])
+    doc = item.to_dict(include_self_link=False, transform_hrefs=False)
+    (root / "items" / f"{item_id}.json").write_text(json.dumps(doc, indent=1))
+    _write_collection(root, collection, list(item.bbox or []), doc["properties"]["datetime"])
 
 
 def _write_collection(root: Path, collection: str, bbox: list[float], when: str) -> None:
