@@ -164,9 +164,11 @@ def bbox_polygon(bbox: Sequence[float]) -> Polygon | MultiPolygon:
                          "(W,S,E,N in degrees)")
     if w == e or s == n:
         return box(w, s, e, n)
-    # West into [-180, 180); east may be 180 itself (the usual "whole world" box).
-    w = float(normalize_lon(w))
-    e = 180.0 if e == 180.0 else float(normalize_lon(e))
+    # West into [-180, 180); east may be 180 itself (the usual "whole world" box). Longitudes
+    # already in range are left alone: wrapping arithmetic would round a longitude of 1e-90 to 0
+    # and turn a thin box into the whole world.
+    w = w if -180.0 <= w < 180.0 else float(normalize_lon(w))
+    e = e if -180.0 < e <= 180.0 else float(normalize_lon(e))
     if e <= w:
         e += 360.0
     return _wrap_into_world(box(w, s, e, n))
