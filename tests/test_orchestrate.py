@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from glacierscale.config import GridConfig, RunConfig
+from glacierscale.core import faults
 from glacierscale.core.tiles import TileSpec
 from glacierscale.orchestrate import (
     config_from_parameters,
@@ -19,7 +20,6 @@ from glacierscale.orchestrate import (
     run_tile,
 )
 from glacierscale.orchestrate.artifacts import artifact_key, quicklook_data_uri, tally
-from glacierscale.orchestrate.batches import TILE_ATTEMPTS
 from glacierscale.pipeline import TileResult, process_tile
 
 CFG = RunConfig(aoi="-117.32,52.156,-117.232,52.21", catalog="unused",
@@ -69,17 +69,21 @@ def test_tile_functions_load_by_path_with_clear_errors() -> None:
 
 
 _CALLS: dict[str, int] = {}
+#: Three tries, no waiting: the tile-level retry of the fault settings, made quick for a test.
+_QUICK = faults.FaultSettings(tile=faults.RetrySettings(attempts=3, base_delay_s=0.0,
+                                                         max_delay_s=0.0))
 
 
 def _flaky(tile: TileSpec, cfg: RunConfig) -> TileResult:
     """Fails twice with a transient error, then works (retry with backoff)."""
     _CALLS[tile.tile_id] = _CALLS.get(tile.tile_id, 0) + 1
-    if _CALLS[tile.tile_id] < TILE_ATTEMPTS:
+    if _CALLS[tile.tile_id] < 3:
         raise ConnectionError("connection reset by peer")
     return TileResult(tile.tile_id, "done")
 
 
 def _broken(tile: TileSpec, cfg: RunConfig) -> TileResult:
+    _CALLS[tile.tile_id] = _CALLS.get(tile.tile_id, 0) + 1
     raise KeyError("band 'swir16'")
 
 
@@ -87,14 +91,16 @@ def _always_down(tile: TileSpec, cfg: RunConfig) -> TileResult:
     raise TimeoutError("read timed out")
 
 
-def test_transient_errors_are_retried_and_bugs_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("glacierscale.orchestrate.batches.time.sleep", lambda s: None)
-    assert run_tile("32611_0001_0002", CFG, _flaky).status == "done"
-    assert _CALLS["32611_0001_0002"] == TILE_ATTEMPTS
-    broken = run_tile("32611_0001_0002", CFG, _broken)
-    assert (broken.status, broken.reason) == ("failed", "KeyError: \"band 'swir16'\"")
-    down = run_tile("32611_0001_0003", CFG, _always_down)
-    assert down.status == "failed" and f"after {TILE_ATTEMPTS} attempts" in down.reason
+def test_transient_errors_are_retried_and_bugs_recorded() -> None:
+    with faults.configured(_QUICK):
+        assert run_tile("32611_0001_0002", CFG, _flaky).status == "done"
+        assert _CALLS["32611_0001_0002"] == 3
+        broken = run_tile("32611_0001_0004", CFG, _broken)
+        down = run_tile("32611_0001_0003", CFG, _always_down)
+    # a bug or bad input is not retried: one try, one line naming the cause
+    assert broken.status == "failed" and "KeyError" in broken.reason
+    assert _CALLS["32611_0001_0004"] == 1
+    assert down.status == "failed" and "gave up after 3 attempts" in down.reason
 
 
 def test_flow_parameters_become_a_run_config() -> None:

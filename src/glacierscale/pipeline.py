@@ -3,8 +3,10 @@
 The run around the tiles (plan, resolve, merge, report) is :mod:`glacierscale.run`.
 
 ``process_tile`` is a plain function of a frozen tile and a frozen config, so any executor can run
-it (Dask workers, a thread pool, a test). It never raises for a problem that belongs to one tile:
-the tile gets a status and a reason in the run manifest, and the run goes on. Outputs are written
+it (Dask workers, a thread pool, a test). A problem that belongs to one tile becomes its status
+and a one-line reason in the run manifest, and the run goes on; the only exception it lets out is
+a transient fault (:mod:`glacierscale.core.faults`) that outlived the retries where it happened,
+so the caller's tile-level retry can take the tile again. Outputs are written
 with atomic puts and the tile's STAC item last, so a tile is complete or absent, never partial.
 No Prefect here: orchestration wraps these functions.
 """
@@ -25,7 +27,9 @@ import numpy as np
 from glacierscale import __version__
 from glacierscale.catalog import open_catalog, season_dates, select_scenes
 from glacierscale.config import RunConfig
+from glacierscale.core import faults
 from glacierscale.core.grid import core_mask, tile_bbox_lonlat
+from glacierscale.core.redact import redact
 from glacierscale.core.tiles import TileSpec
 from glacierscale.infer import predict_tile
 from glacierscale.inventory import vectorize_tile
@@ -36,9 +40,6 @@ from glacierscale.models import GlacierModel, load_model
 
 log = logging.getLogger(__name__)
 
-#: Per-tile problems that become a "failed" status instead of stopping the run. Anything else
-#: (a bug) is recorded too, with its type, so one bad tile never loses the others' work.
-_TILE_ERRORS: tuple[type[BaseException], ...] = (Exception,)
 
 
 @dataclass(frozen=True)
@@ -88,9 +89,18 @@ def process_tile(tile: TileSpec, cfg: RunConfig) -> TileResult:
         return _process(tile, cfg, seconds)
     except MissingBandError as exc:
         return TileResult(tile.tile_id, "failed", str(exc), seconds)
-    except _TILE_ERRORS as exc:
-        log.exception("tile %s failed", tile.tile_id)
-        return TileResult(tile.tile_id, "failed", f"{type(exc).__name__}: {exc}", seconds)
+    except Exception as exc:
+        reason = redact(faults.describe(exc))
+        if faults.is_transient(exc):
+            # It outlived the retries where it happened (search, read, write): the caller's
+            # tile-level retry (``orchestrate.batches.run_tile``) takes the tile again.
+            log.warning("tile %s: %s", tile.tile_id, reason)
+            raise
+        # One line per tile (the CLI groups them by cause at the end); the traceback of what no
+        # retry loop judged (a bug, not a known bad input) goes to the debug log only.
+        log.info("tile %s failed: %s", tile.tile_id, reason)
+        log.debug("tile %s traceback", tile.tile_id, exc_info=faults.fault_info(exc) is None)
+        return TileResult(tile.tile_id, "failed", reason, seconds)
 
 
 def _process(tile: TileSpec, cfg: RunConfig, seconds: dict[str, float]) -> TileResult:

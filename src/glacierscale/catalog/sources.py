@@ -11,6 +11,11 @@
 
 Sources are cached per process (a run searches twice per tile), and searches split boxes that
 cross the antimeridian into two queries.
+
+Every request to a STAC API has a timeout, waits for its turn at a bounded request rate (so tens of
+thousands of tile searches do not hammer a public API), and is retried on transient faults (429,
+5xx, timeouts, resets) with backoff and jitter, honouring ``Retry-After``: the limits are the
+search settings of :mod:`glacierscale.core.faults`.
 """
 
 from __future__ import annotations
@@ -19,17 +24,23 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime, time
 from pathlib import Path
+from time import monotonic
+from time import sleep as pause
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urljoin
 
 import pystac
+import requests
+from pystac_client.stac_api_io import StacApiIO
 from shapely import STRtree
 
 from glacierscale.catalog.geometry import item_footprint
+from glacierscale.core import faults
 from glacierscale.core.footprint import bbox_polygon, split_bbox
+from glacierscale.core.redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +85,75 @@ def _dedupe(items: Iterable[pystac.Item]) -> list[pystac.Item]:
     return list(seen.values())
 
 
+class RateLimiter:
+    """A token bucket: at most ``rate`` calls per second on average, bursts of ``burst``.
+
+    Shared by the threads of one process; a run on N processes sends at most N x ``rate``.
+    """
+
+    def __init__(self, rate: float, burst: int = 1,
+                 clock: Callable[[], float] = monotonic,
+                 sleep: Callable[[float], None] = pause) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be > 0 and burst >= 1")
+        self.rate, self.burst = float(rate), int(burst)
+        self._clock, self._sleep = clock, sleep
+        self._tokens = float(burst)
+        self._stamp = clock()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> float:
+        """Take one token, waiting for it if needed; returns the seconds waited."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            self._tokens -= 1.0
+            wait = 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+
+def _keep_retry_after(resp: requests.Response, *args: Any, **kwargs: Any) -> None:
+    """Turn a transient error answer into an exception that keeps the response.
+
+    pystac-client keeps only the status and text of an error answer; raising here (a requests
+    hook, inside its request call) chains the whole response, ``Retry-After`` included, under
+    its ``APIError``.
+    """
+    if resp.status_code in faults.TRANSIENT_STATUS:
+        _ = resp.content  # read the body, so the connection goes back to the pool
+        raise requests.HTTPError(f"HTTP status code {resp.status_code} from "
+                                 f"{redact_url(resp.url)}", response=resp)
+
+
+class RetryingStacApiIO(StacApiIO):
+    """pystac-client's I/O with a timeout, a request rate limit and retries on transient faults.
+
+    The one retry layer of a search: urllib3's own retries are off, so every retry is counted
+    and waits with jitter (:func:`glacierscale.core.faults.retry_call`).
+    """
+
+    def __init__(self, settings: faults.FaultSettings | None = None, **kwargs: Any) -> None:
+        s = settings or faults.settings()
+        super().__init__(timeout=(s.search_connect_timeout_s, s.search_timeout_s),
+                         max_retries=None, **kwargs)
+        self.settings = s
+        self.limiter = RateLimiter(s.search_rate_per_s, s.search_burst)
+        self.session.hooks["response"].append(_keep_retry_after)
+
+    def request(self, href: str, method: str | None = None,
+                headers: dict[str, str] | None = None,
+                parameters: dict[str, Any] | None = None) -> str:
+        def once() -> str:
+            self.limiter.acquire()
+            return str(super(RetryingStacApiIO, self).request(href, method, headers, parameters))
+
+        return faults.retry_call(once, site="search", what=redact_url(href),
+                                 retry=self.settings.search, wrap=True)
+
+
 class StacApiSource:
     """A STAC API searched with pystac-client (``/search`` with bbox, datetime, collections)."""
 
@@ -99,7 +179,9 @@ class StacApiSource:
                     import planetary_computer
 
                     modifier = planetary_computer.sign_inplace
-                self._client = Client.open(self.url, modifier=modifier)
+                io = RetryingStacApiIO()
+                self._client = Client.open(self.url, modifier=modifier, stac_io=io,
+                                           timeout=io.timeout)
             return self._client
 
     def search(

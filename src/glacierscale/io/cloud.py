@@ -15,6 +15,7 @@ import os
 from typing import Any
 from urllib.parse import urlsplit
 
+from glacierscale.core import faults
 from glacierscale.io.store import redact_url
 
 log = logging.getLogger(__name__)
@@ -126,10 +127,12 @@ def check_bucket(url: str, storage_options: dict[str, Any] | None = None) -> Non
     endpoint = s3_endpoint(storage_options) if scheme.startswith("s3") else None
     where = f" at {redact_url(endpoint)}" if endpoint else ""
     try:
+        # A busy or briefly unreachable store is asked again (transient faults only).
         if scheme.startswith("s3"):
-            fs.call_s3("head_bucket", Bucket=bucket)
+            faults.retry_call(lambda: fs.call_s3("head_bucket", Bucket=bucket), site="write",
+                              what=f"{scheme}://{bucket}")
             return
-        if fs.exists(bucket):
+        if faults.retry_call(lambda: fs.exists(bucket), site="write", what=f"{scheme}://{bucket}"):
             return
     except FileNotFoundError:
         pass

@@ -7,6 +7,12 @@ server-side copy, which publishes the object whole. Thousands of workers can wri
 each temporary key is unique and each tile writes its own keys.
 
 Credentials stay inside the fsspec filesystem: they are never part of a URL, a repr or a log line.
+
+On object stores every request (put, server-side copy, delete of the temporary key, reads) is
+retried on transient faults (503 ``SlowDown``, 429, timeouts, resets) with backoff and jitter, per
+the write settings of :mod:`glacierscale.core.faults`; botocore's own per-request retries sit
+below. Retrying is safe because of the atomic layout: a put goes to a temporary key and is
+published by a copy, both of which may be repeated without ever exposing a partial object.
 """
 
 from __future__ import annotations
@@ -17,61 +23,23 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import IO, Any, TypeVar
 
 import fsspec
 from fsspec.core import url_to_fs
 
+from glacierscale.core import faults
+from glacierscale.core.redact import SECRET_ENV, redact, redact_url, secret_values  # noqa: F401
+
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Prefix of temporary keys, relative to the store root; ``Store.list`` hides it.
 TMP_PREFIX = ".glacierscale-tmp"
-#: Environment variables whose values are secrets and must never reach a log, tag or output.
-SECRET_ENV = (
-    "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ACCESS_KEY_ID",
-    "GOOGLE_APPLICATION_CREDENTIALS_JSON", "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN",
-    "AZURE_STORAGE_CONNECTION_STRING",
-)
-_SECRET_OPTION_WORDS = ("secret", "token", "key", "password", "credential", "sas")
 _CHUNK = 8 * 1024 * 1024
-
-
-def redact_url(url: str) -> str:
-    """``url`` without any user:password part, safe for logs and metadata."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-
-
-def secret_values(storage_options: dict[str, Any] | None = None) -> list[str]:
-    """Secret strings known to this process (environment and storage options), longest first."""
-    found = [os.environ.get(k, "") for k in SECRET_ENV]
-
-    def walk(opts: Any) -> None:
-        if isinstance(opts, dict):
-            for k, v in opts.items():
-                if isinstance(v, str) and any(w in str(k).lower() for w in _SECRET_OPTION_WORDS):
-                    found.append(v)
-                else:
-                    walk(v)
-
-    walk(storage_options or {})
-    # Short values (e.g. "test") would redact ordinary words; real secrets are long.
-    return sorted({s for s in found if len(s) >= 8}, key=len, reverse=True)
-
-
-def redact(text: str, storage_options: dict[str, Any] | None = None) -> str:
-    """Replace every known secret value in ``text`` by ``***``."""
-    for s in secret_values(storage_options):
-        text = text.replace(s, "***")
-    return text
 
 
 class Store:
@@ -120,24 +88,31 @@ class Store:
             return path
         return str(self.fs.unstrip_protocol(path))
 
+    def _retry(self, fn: Callable[[], T], key: str) -> T:
+        """``fn()`` retried on transient faults when the store is remote (local disks do not
+        flake: their errors are permanent)."""
+        if self.is_local:
+            return fn()
+        return faults.retry_call(fn, site="write", what=redact_url(self.url(key)))
+
     def exists(self, key: str) -> bool:
         """True if an object (or a folder with objects) exists at ``key``."""
-        return bool(self.fs.exists(self._path(key)))
+        return bool(self._retry(lambda: self.fs.exists(self._path(key)), key))
 
     def size(self, key: str) -> int:
         """Size in bytes of the object at ``key``."""
-        return int(self.fs.size(self._path(key)))
+        return int(self._retry(lambda: self.fs.size(self._path(key)), key))
 
     def read_bytes(self, key: str) -> bytes:
         """The whole object at ``key``; FileNotFoundError names the URL when it is missing."""
         try:
-            return bytes(self.fs.cat_file(self._path(key)))
+            return bytes(self._retry(lambda: self.fs.cat_file(self._path(key)), key))
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"no object at {redact_url(self.url(key))}") from exc
 
     def get_file(self, key: str, local_path: str | Path) -> Path:
         """Download ``key`` to ``local_path``."""
-        self.fs.get_file(self._path(key), str(local_path))
+        self._retry(lambda: self.fs.get_file(self._path(key), str(local_path)), key)
         return Path(local_path)
 
     def _tmp_path(self, key: str) -> str:
@@ -151,7 +126,10 @@ class Store:
             os.makedirs(parent, exist_ok=True)
             os.replace(tmp, final)  # atomic rename on one filesystem, replaces an older object
         else:
-            self.fs.mv(tmp, final)
+            # Copy, then delete, each retried on its own: a move retried as a whole would find
+            # its source gone when only the delete's answer was lost.
+            self._retry(lambda: self.fs.cp_file(tmp, final), key)
+            self._remove_tmp(tmp, key)
             with contextlib.suppress(Exception):
                 self.fs.invalidate_cache(parent)
         log.debug("published %s", redact_url(self.url(key)))
@@ -162,7 +140,9 @@ class Store:
         """A writable binary file that appears at ``key`` only if the block completes.
 
         On an exception the temporary object is removed and nothing is published; if the process
-        dies, only a temporary key is left behind (``clean_tmp`` removes those).
+        dies, only a temporary key is left behind (``clean_tmp`` removes those). A stream cannot
+        be replayed, so its upload is not retried: on object stores prefer
+        ``write_bytes_atomic`` or ``put_file_atomic``, which are.
         """
         tmp = self._tmp_path(key)
         if self.is_local:
@@ -176,11 +156,30 @@ class Store:
             raise
         self._publish(tmp, key)
 
+    def _remove_tmp(self, tmp: str, key: str) -> None:
+        def rm() -> None:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(tmp)
+
+        try:
+            self._retry(rm, key)
+        except Exception:  # a leftover temporary object is harmless: clean_tmp removes it
+            log.warning("could not remove a temporary object of %s", redact_url(self.url(key)))
+
     def write_bytes_atomic(self, key: str, data: bytes) -> str:
         """Write ``data`` to ``key`` atomically; returns the URL."""
-        with self.open_atomic(key) as f:
-            f.write(data)
-        return self.url(key)
+        if self.is_local:
+            with self.open_atomic(key) as f:
+                f.write(data)
+            return self.url(key)
+        tmp = self._tmp_path(key)
+        try:
+            # The bytes are at hand, so a failed put is simply sent again.
+            self._retry(lambda: self.fs.pipe_file(tmp, data), key)
+        except BaseException:
+            self._remove_tmp(tmp, key)
+            raise
+        return self._publish(tmp, key)
 
     def put_file_atomic(self, local_path: str | Path, key: str) -> str:
         """Upload a local file to ``key`` atomically; returns the URL."""
@@ -193,17 +192,23 @@ class Store:
                 os.makedirs(tmp.rsplit("/", 1)[0], exist_ok=True)
                 shutil.copyfile(local_path, tmp)
             else:
-                self.fs.put_file(str(local_path), tmp)
+                self._retry(lambda: self.fs.put_file(str(local_path), tmp), key)
         except BaseException:
-            with contextlib.suppress(Exception):
-                self.fs.rm_file(tmp)
+            if self.is_local:
+                with contextlib.suppress(Exception):
+                    self.fs.rm_file(tmp)
+            else:
+                self._remove_tmp(tmp, key)
             raise
         return self._publish(tmp, key)
 
     def delete(self, key: str) -> None:
         """Remove the object at ``key`` if it exists."""
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.rm_file(self._path(key))
+        def rm() -> None:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(self._path(key))
+
+        self._retry(rm, key)
 
     def list(self, prefix: str = "") -> list[str]:
         """Sorted keys (relative to the root) of objects under ``prefix``, temporaries hidden."""
@@ -211,7 +216,7 @@ class Store:
         with contextlib.suppress(Exception):
             self.fs.invalidate_cache(base)
         try:
-            found = self.fs.find(base)
+            found = self._retry(lambda: self.fs.find(base), prefix)
         except FileNotFoundError:
             return []
         root = self.root.rstrip("/") + "/" if self.root else ""

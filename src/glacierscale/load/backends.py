@@ -9,20 +9,94 @@ where nothing was read.
 Users of either library feel at home: the odc-stac reader is ``odc.stac.load(geobox=...)``, the
 stackstac reader is ``stackstac.stack(epsg=, resolution=, bounds=)`` + ``stackstac.mosaic``.
 benchmarks/io_reads.py times both on the same tiles; the faster one is the default.
+
+Both retry a chunk read that still fails after GDAL's own per-request retries (a dropped
+connection, a failure GDAL cached), through :func:`read_with_retry` and the one error policy of
+:mod:`glacierscale.core.faults`; a permanent fault (missing, denied, corrupt) fails at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import pystac
+import rasterio
 import xarray as xr
 from odc.geo.geobox import GeoBox
+from odc.loader._rio import RioDriver, RioReader, rio_read
+from stackstac.rio_reader import AutoParallelRioReader
 
+from glacierscale.core import faults
+from glacierscale.core.redact import redact_url
+from glacierscale.io.cloud import to_gdal_path
 from glacierscale.load.env import cloud_read_settings
 from glacierscale.load.signing import fresh_href
+
+T = TypeVar("T")
+
+#: First bytes of the raster formats a catalog asset may be in: a file starting otherwise is not
+#: a raster GDAL can read (an HTML error page, a truncated upload, random bytes).
+RASTER_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+",  # TIFF, BigTIFF
+                b"\x00\x00\x00\x0cjP  ", b"\xffO\xffQ",  # JPEG 2000 (jp2, j2k)
+                b"\x89PNG", b"\xff\xd8\xff", b"\x89HDF", b"CDF\x01", b"CDF\x02")
+
+
+def probe(uri: str) -> faults.Fault:
+    """Settle an ambiguous GDAL failure by reading the object's first bytes with fsspec.
+
+    GDAL reports a failed header request and a corrupt file with the same words (and caches the
+    failure), so this asks the object itself, bypassing GDAL: an error answer is classified as
+    usual (503: transient, 404: permanent); bytes of a raster format mean the file is fine and
+    the read failed on the way (transient); other bytes mean a corrupt or foreign file.
+    """
+    from fsspec.core import url_to_fs
+
+    try:
+        fs, path = url_to_fs(uri)
+        head = bytes(fs.cat_file(path, start=0, end=16))
+    except Exception as exc:
+        verdict = faults.classify(exc)
+        return faults.Fault.PERMANENT if verdict is faults.Fault.AMBIGUOUS else verdict
+    return faults.Fault.TRANSIENT if head.startswith(RASTER_MAGIC) else faults.Fault.PERMANENT
+
+
+def _gdal_path(uri: str) -> str:
+    try:
+        return to_gdal_path(uri)
+    except ValueError:
+        return uri
+
+
+def read_with_retry(read: Callable[[], T], uri: str) -> T:
+    """``read()`` of the asset at ``uri``, retried on transient faults (see the fault settings).
+
+    GDAL remembers a failed request for a URL and would fail every later open at once, so each
+    retry reads with ``CPL_VSIL_CURL_NON_CACHED`` set for that URL: GDAL asks the server again
+    (and refreshes what it remembers). Ambiguous failures are settled by :func:`probe`. What
+    fails for good raises :class:`~glacierscale.core.faults.FaultError` naming the asset.
+    """
+    fresh = [False]
+
+    def attempt() -> T:
+        if not fresh[0]:
+            return read()
+        with rasterio.Env(CPL_VSIL_CURL_NON_CACHED=_gdal_path(uri)):
+            return read()
+
+    def before_retry(_exc: BaseException) -> None:
+        fresh[0] = True
+
+    local = "://" not in uri or uri.startswith("file:")
+    return faults.retry_call(attempt, site="read", what=redact_url(uri),
+                             resolve=lambda _exc: probe(uri), before_retry=before_retry,
+                             wrap=True, judge=_local_fault if local else faults.classify)
+
+
+def _local_fault(_exc: BaseException) -> faults.Fault:
+    # A local disk does not flake: a short read there is a truncated file, not a lost packet.
+    return faults.Fault.PERMANENT
 
 
 @runtime_checkable
@@ -55,6 +129,29 @@ def _group_index(groups: Sequence[Sequence[pystac.Item]]) -> dict[tuple[str | No
         for item in items:
             index[(item.collection_id, item.id)] = g
     return index
+
+
+class _RetryingRioReader(RioReader):
+    def read(self, cfg: Any, dst_geobox: GeoBox, *, dst: np.ndarray | None = None,
+             selection: Any = None) -> tuple[tuple[slice, slice], np.ndarray]:
+        # A failed attempt may have written part of dst; a successful one rewrites its region.
+        return read_with_retry(
+            lambda: rio_read(self._src, cfg, dst_geobox, dst=dst, selection=selection),
+            self._src.uri)
+
+
+class RetryingRioDriver(RioDriver):
+    """odc-stac's rasterio driver, with each chunk read retried by :func:`read_with_retry`."""
+
+    def open(self, src: Any, ctx: Any) -> RioReader:
+        return _RetryingRioReader(src, ctx)
+
+
+def _odc_driver() -> RetryingRioDriver:
+    from odc.stac._mdtools import StacAuxReader
+
+    # What odc-stac builds by default (its STAC metadata parser is filled in by odc.stac.load).
+    return RetryingRioDriver(aux_reader=StacAuxReader())
 
 
 class OdcStacLoader:
@@ -99,6 +196,7 @@ class OdcStacLoader:
             nodata=float("nan") if dtype and np.dtype(dtype).kind == "f" else None,
             fail_on_error=True,
             patch_url=self.patch_url,
+            driver=_odc_driver(),
         )
         if ds.sizes.get("time") != len(groups):
             raise RuntimeError(
@@ -119,6 +217,33 @@ def _stackstac_dict(item: pystac.Item, patch_url: Callable[[str], str] | None) -
         href = item.assets[key].get_absolute_href() or asset["href"]
         asset["href"] = patch_url(href) if patch_url else href
     return d
+
+
+class RetryingStackstacReader(AutoParallelRioReader):
+    """stackstac's reader, with each window read (and the open before it) retried."""
+
+    def read(self, window: Any, **kwargs: Any) -> np.ndarray:
+        def once() -> np.ndarray:
+            return AutoParallelRioReader.read(self, window, **kwargs)
+
+        def reopen_then_read() -> np.ndarray:
+            # The dataset (or its failed open) is dropped, so the retry opens the file anew.
+            with self._dataset_lock:
+                dataset: Any = getattr(self, "_dataset", None)
+                if dataset is not None:
+                    dataset.close()
+                    self._dataset = None
+            return once()
+
+        first = [True]
+
+        def attempt() -> np.ndarray:
+            if first[0]:
+                first[0] = False
+                return once()
+            return reopen_then_read()
+
+        return read_with_retry(attempt, self.url)
 
 
 class StackstacLoader:
@@ -174,6 +299,7 @@ class StackstacLoader:
                 properties=False,
                 band_coords=False,
                 gdal_env=env,
+                reader=RetryingStackstacReader,
             )
             # reverse=True: the first item (best ranked) is on top, as with odc-stac.
             slices.append(stackstac.mosaic(arr, dim="time", reverse=True))

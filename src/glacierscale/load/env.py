@@ -12,8 +12,10 @@ Each setting saves requests or bytes on a tile read:
   in as few GETs as possible, merging neighbouring blocks into one range.
 - ``CPL_VSIL_CURL_CACHE_SIZE`` / ``VSI_CACHE``: keep downloaded header and block ranges in memory,
   so a file opened again by the next chunk of the same tile does not fetch its header again.
-- ``GDAL_HTTP_MAX_RETRY`` / ``GDAL_HTTP_RETRY_DELAY``: retry throttled or failed requests (429,
-  5xx) with back-off instead of failing a tile.
+- ``GDAL_HTTP_MAX_RETRY`` / ``GDAL_HTTP_RETRY_DELAY`` / ``GDAL_HTTP_TIMEOUT``: GDAL retries a
+  throttled or failed request (429, 5xx, timeouts, resets) with back-off, per request; their values
+  come from the fault settings (:class:`glacierscale.core.faults.FaultSettings`). What still fails
+  (a dropped connection, a cached failure) is retried around the whole read by the readers.
 
 Environment variables of the same name set by the user win, so a deployment can tune them
 without code changes.
@@ -25,6 +27,8 @@ import os
 import threading
 from typing import Any
 
+from glacierscale.core import faults
+
 #: The defaults applied by :func:`configure_cloud_reads`.
 CLOUD_READ_DEFAULTS: dict[str, str] = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
@@ -32,6 +36,7 @@ CLOUD_READ_DEFAULTS: dict[str, str] = {
     "GDAL_HTTP_MULTIRANGE": "YES",
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     "GDAL_HTTP_MULTIPLEX": "YES",
+    # the retry options, at the defaults of the fault settings (see _retry_options)
     "GDAL_HTTP_MAX_RETRY": "5",
     "GDAL_HTTP_RETRY_DELAY": "1",
     "GDAL_HTTP_TIMEOUT": "60",
@@ -50,13 +55,34 @@ _applied: dict[str, str] | None = None
 _PROCESS_ONLY = ("GDAL_CACHEMAX",)
 
 
+def _retry_options() -> dict[str, str]:
+    """GDAL's per-request retry options from the fault settings in force."""
+    s = faults.settings()
+    return {"GDAL_HTTP_MAX_RETRY": str(s.gdal_http_retries),
+            "GDAL_HTTP_RETRY_DELAY": f"{s.gdal_http_retry_delay_s:g}",
+            "GDAL_HTTP_TIMEOUT": f"{s.gdal_http_timeout_s:g}"}
+
+
+#: Values this module wrote into the environment itself (not a user's), by key.
+_written: dict[str, str] = {}
+
+
+def _user_value(key: str) -> str | None:
+    """The environment's value of ``key`` unless it is one this module set itself."""
+    value = os.environ.get(key)
+    if value is None or _written.get(key) == value:
+        return None
+    return value
+
+
 def cloud_read_settings(per_read: bool = False) -> dict[str, str]:
-    """The effective settings: the defaults, overridden by environment variables already set.
+    """The effective settings: the defaults and fault settings, overridden by the environment.
 
     ``per_read=True`` leaves out the process-wide options that only the environment can set,
     giving the options a reader passes to ``rasterio.Env`` around each read.
     """
-    out = {k: os.environ.get(k, v) for k, v in CLOUD_READ_DEFAULTS.items()}
+    merged = {**CLOUD_READ_DEFAULTS, **_retry_options()}
+    out = {k: _user_value(k) or v for k, v in merged.items()}
     if per_read:
         for key in _PROCESS_ONLY:
             out.pop(key, None)
@@ -77,7 +103,9 @@ def configure_cloud_reads() -> None:
         if _applied == settings:
             return
         for key, value in settings.items():
-            os.environ[key] = value
+            if _user_value(key) is None:
+                # Ours, so a later change of the fault settings may replace it.
+                os.environ[key] = _written[key] = value
         # Imported here so that merely importing the load package stays cheap.
         import odc.stac
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,15 +14,13 @@ from threading import Lock
 from typing import Any
 
 from glacierscale.config import RunConfig
+from glacierscale.core import faults
+from glacierscale.core.redact import redact
 from glacierscale.core.tiles import TileSpec
 from glacierscale.pipeline import TileFn, TileResult, process_tile
 
 log = logging.getLogger(__name__)
 
-#: Errors worth retrying (network, storage and cluster hiccups); anything else is a bug or bad
-#: input and is recorded on the tile instead.
-TRANSIENT: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, OSError)
-TILE_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -102,20 +99,16 @@ def resolve_tile_fn(tile_fn: TileFn | str | None) -> TileFn:
 
 
 def run_tile(tile_id: str, cfg: RunConfig, tile_fn: TileFn) -> TileResult:
-    """One tile on a Dask worker: retry transient errors with backoff, record anything else."""
+    """One tile on a Dask worker: the tile again when a transient fault outlived the retries
+    where it happened (fault settings ``tile``); recorded as failed if it still fails."""
     tile = tile_of(tile_id, cfg)
-    for attempt in range(1, TILE_ATTEMPTS + 1):
-        try:
-            return tile_fn(tile, cfg)
-        except TRANSIENT as exc:
-            if attempt == TILE_ATTEMPTS:
-                return TileResult(tile_id, "failed", f"{type(exc).__name__} after {attempt} "
-                                  f"attempts: {exc}")
-            time.sleep(0.5 * 2 ** (attempt - 1))
-        except Exception as exc:  # a tile's bug must not lose the batch's other tiles
-            log.exception("tile %s failed", tile_id)
-            return TileResult(tile_id, "failed", f"{type(exc).__name__}: {exc}")
-    raise AssertionError("unreachable")
+    try:
+        return faults.retry_call(lambda: tile_fn(tile, cfg), site="tile", what=tile_id)
+    except Exception as exc:  # a tile's failure must not lose the batch's other tiles
+        reason = redact(faults.describe(exc))
+        log.info("tile %s failed: %s", tile_id, reason)
+        log.debug("tile %s traceback", tile_id, exc_info=True)
+        return TileResult(tile_id, "failed", reason)
 
 
 _clients: dict[str, Any] = {}
