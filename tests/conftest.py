@@ -3,18 +3,33 @@
 ``s3_server`` starts one moto server per session; ``s3_bucket`` points the standard AWS
 environment (AWS_ENDPOINT_URL, keys, region) at it, as a user's shell would, and creates a fresh
 bucket per test. The keys are recognisable sentinels so tests can prove they never leak.
+
+Property tests run under a Hypothesis profile: ``ci`` (chosen when ``CI`` is set, as CI services
+do) is derandomized, so every run draws the same examples and a failure reproduces exactly, with no
+example database and no deadline (shared CI machines have noisy timings); ``dev`` keeps Hypothesis'
+random search and its database, which find new cases over time. ``HYPOTHESIS_PROFILE`` picks one
+explicitly.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from glacierscale.config import sample_data_dir
 from glacierscale.testing import services
+
+settings.register_profile(
+    "ci", derandomize=True, database=None, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI")
+                                                               else "dev"))
 
 
 @pytest.fixture(scope="session")

@@ -1,20 +1,27 @@
-"""The run's human-readable outputs: evaluation against a reference, report.md and a quicklook."""
+"""The run's human-readable outputs: evaluation against a reference, report.md and a quicklook.
+
+Also the one grouping of tile failures by cause (:func:`failure_groups`), which the report and
+the CLI both show: a thousand tiles failing for one reason read as one line, not a thousand.
+Everything rendered here goes through the one redaction.
+"""
 
 from __future__ import annotations
 
 import io as _io
 import json
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from shapely.geometry import shape
-from shapely.ops import unary_union
 
 from glacierscale import __version__
 from glacierscale.config import RunConfig
+from glacierscale.core.redact import redact
 from glacierscale.inventory import evaluate
+from glacierscale.inventory.build import union_footprints
 from glacierscale.io import Store, gdal_env_for
 
 log = logging.getLogger(__name__)
@@ -24,12 +31,8 @@ _MAX_QUICKLOOK_TILES = 64
 
 def run_footprint(store: Store, tile_ids: Sequence[str]) -> Any:
     """Union (lon/lat) of the valid-data footprints recorded in the tiles' STAC items."""
-    geoms = []
-    for tid in tile_ids:
-        item = json.loads(store.read_bytes(f"tiles/{tid}/item.json"))
-        if item.get("geometry"):
-            geoms.append(shape(item["geometry"]))
-    return unary_union(geoms) if geoms else None
+    return union_footprints(json.loads(store.read_bytes(f"tiles/{tid}/item.json")).get("geometry")
+                            for tid in tile_ids)
 
 
 def evaluate_run(store: Store, tile_ids: Sequence[str], inventory: Any, reference: Any,
@@ -89,8 +92,8 @@ def quicklook_png(store: Store, tile_ids: Sequence[str], inventory: Any, referen
         pad = 0.03 * max(x1 - x0, y1 - y0)
         ax.set_xlim(x0 - pad, x1 + pad)
         ax.set_ylim(y0 - pad, y1 + pad)
-    ax.set_title(f"glacierscale {__version__}: {cfg.model} — inventory (red), reference (gold)",
-                 fontsize=9)
+    ax.set_title(f"glacierscale {__version__}: {redact(cfg.model)} — inventory (red), reference "
+                 "(gold)", fontsize=9)
     ax.set_xlabel(crs)
     buf = _io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
@@ -98,10 +101,51 @@ def quicklook_png(store: Store, tile_ids: Sequence[str], inventory: Any, referen
     return buf.getvalue()
 
 
+# A URL, or a path of two or more parts, inside a failure reason: the asset it names.
+_ASSET = re.compile(r"(?:\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+|(?<![\w.])/(?:[^\s'\"<>/]+/)+"
+                    r"[^\s'\"<>]*)")
+_TILE_ID = re.compile(r"\b\d{4,5}_\d{4}_\d{4}\b")
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    """Tiles that failed for one cause: the cause, and (tile id, asset or "") per tile."""
+
+    cause: str
+    tiles: tuple[tuple[str, str], ...]
+
+
+def failure_cause(reason: str) -> tuple[str, str]:
+    """(cause, asset) of a tile's failure reason: the asset URL or path it names, and the reason
+    with that asset and tile ids replaced, so tiles failing alike share one cause."""
+    reason = " ".join(redact(reason).split())
+    found = _ASSET.search(reason)
+    asset = found.group(0).rstrip(".,;:)]}'\"") if found else ""
+    cause = _ASSET.sub("<asset>", reason)
+    cause = _TILE_ID.sub("<tile>", cause)
+    return cause or "unknown cause", asset
+
+
+def failure_groups(records: Sequence[Mapping[str, Any]]) -> list[FailureGroup]:
+    """The failed tiles of a manifest grouped by cause, the most frequent cause first."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for r in records:
+        if r.get("status") != "failed":
+            continue
+        cause, asset = failure_cause(str(r.get("reason", "")))
+        groups.setdefault(cause, []).append((str(r["tile_id"]), asset))
+    ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    return [FailureGroup(cause, tuple(tiles)) for cause, tiles in ordered]
+
+
 def render_report(cfg: RunConfig, records: Sequence[dict[str, Any]], timings: dict[str, float],
                   evaluation: dict[str, float] | None, n_glaciers: int, glacier_km2: float,
-                  quicklook: str | None) -> str:
-    """Markdown report: what ran, per-stage time, tile outcomes, evaluation."""
+                  quicklook: str | None, other_tiles: int = 0) -> str:
+    """Markdown report: what ran, per-stage time, tile outcomes, evaluation (redacted).
+
+    ``other_tiles`` counts finished tiles of other runs in the same output, which this run's
+    inventory leaves out.
+    """
     counts: dict[str, int] = {}
     stage: dict[str, float] = {}
     for r in records:
@@ -114,7 +158,15 @@ def render_report(cfg: RunConfig, records: Sequence[dict[str, Any]], timings: di
         f"- catalog: `{cfg.catalog}`", f"- window: {cfg.start} .. {cfg.end}",
         f"- grid: {cfg.grid.tile_size_px} px tiles at {cfg.grid.resolution:g} m, "
         f"halo {cfg.grid.halo_px} px", f"- config token: `{cfg.token()}`",
-        f"- glaciers in inventory: {n_glaciers} ({glacier_km2:.2f} km²)", "",
+        f"- glaciers in inventory: {n_glaciers} ({glacier_km2:.2f} km²), from this run's "
+        f"{counts.get('done', 0) + counts.get('skipped', 0)} finished tile(s)",
+    ]
+    if other_tiles:
+        lines.append(f"- other tiles in this output (another area, model or settings), left out "
+                     f"of this inventory: {other_tiles}; `glacierscale merge --out ...` merges "
+                     "every tile")
+    lines += [
+        "",
         "## Tiles", "", "| status | tiles |", "|---|---|",
         *[f"| {k} | {v} |" for k, v in sorted(counts.items())], "",
         "## Time per stage", "", "| stage | seconds |", "|---|---|",
@@ -128,10 +180,18 @@ def render_report(cfg: RunConfig, records: Sequence[dict[str, Any]], timings: di
                   "(no SCL, QA_PIXEL or Fmask): clouds there are not masked, and bright cloud can "
                   "be mapped as ice. Tiles: " + ", ".join(unmasked[:20])
                   + (" ..." if len(unmasked) > 20 else ""), ""]
-    problems = [r for r in records if r["status"] in ("failed", "no-data")]
-    if problems:
-        lines += ["## Tiles without outputs", "", "| tile | status | reason |", "|---|---|---|"]
-        lines += [f"| {r['tile_id']} | {r['status']} | {r['reason']} |" for r in problems[:50]]
+    groups = failure_groups(records)
+    if groups:
+        lines += ["## Failed tiles, by cause", "", "| tiles | cause | examples (tile: asset) |",
+                  "|---:|---|---|"]
+        for g in groups[:20]:
+            examples = "; ".join(f"{t}: {a}" if a else t for t, a in g.tiles[:3])
+            lines.append(f"| {len(g.tiles)} | {_cell(g.cause)} | {_cell(examples)} |")
+        lines.append("")
+    nodata = [r for r in records if r["status"] == "no-data"]
+    if nodata:
+        lines += ["## Tiles without data", "", "| tile | reason |", "|---|---|"]
+        lines += [f"| {r['tile_id']} | {_cell(str(r['reason']))} |" for r in nodata[:50]]
         lines.append("")
     if evaluation is not None:
         lines += ["## Evaluation against the reference outlines", "",
@@ -143,7 +203,12 @@ def render_report(cfg: RunConfig, records: Sequence[dict[str, Any]], timings: di
                   "ice (reference inventories are often incomplete, so read IoU with both).", ""]
     if quicklook:
         lines += ["## Quicklook", "", f"![quicklook]({quicklook})", ""]
-    return "\n".join(lines)
+    return redact("\n".join(lines))
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def evaluate_inventory(inventory: str, reference: str, *, aoi: str | None = None,

@@ -1,25 +1,33 @@
-"""The life of a run around its tiles: plan, resolve the config, then merge and report.
+"""The life of a run around its tiles: check, plan, resolve the config, then merge and report.
 
-A run is: ``resolve_config`` once where it starts (the model decides the pixel size), ``plan``
-the tiles, have any executor call :func:`glacierscale.pipeline.process_tile` on each, then
-``finalize`` the outputs the tiles wrote into the inventory, manifest, report and quicklook.
-No Prefect here: :mod:`glacierscale.orchestrate` wraps these functions in flows.
+A run is: :func:`check` once where it starts (the preflight of every input; the model decides the
+pixel size), ``plan`` the tiles, have any executor call :func:`glacierscale.pipeline.process_tile`
+on each, then ``finalize`` the outputs the tiles wrote into the inventory, manifest, report and
+quicklook. No Prefect here: :mod:`glacierscale.orchestrate` wraps these functions in flows.
+
+A run's outputs hold this run's tiles only: tiles another run left in the same output (another
+area, model or settings) are counted in the report but never merged; ``glacierscale merge``
+rebuilds an inventory from every tile when asked. Everything written or returned goes through the
+one redaction (:mod:`glacierscale.core.redact`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from glacierscale import __version__
 from glacierscale.config import RunConfig
+from glacierscale.core.redact import redact, redact_obj
 from glacierscale.core.tiles import TileSpec
 from glacierscale.io import Store
 from glacierscale.pipeline import TileResult, cached_model
 from glacierscale.plan import plan_tiles
+from glacierscale.preflight import Preflight, preflight
 
 
 def plan(cfg: RunConfig) -> list[TileSpec]:
@@ -37,9 +45,41 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
     return cfg.with_model_resolution(cached_model(cfg.model).card.resolution_m)
 
 
+def check(cfg: RunConfig, *, inputs: bool = True,
+          storage_options: dict[str, Any] | None = None) -> Preflight:
+    """The preflight of a run (:func:`glacierscale.preflight.preflight`) with this process's model
+    cache, so the model it loads is the one the run then uses.
+
+    ``inputs=False`` checks the AOI and the output only: for a tile function other than the
+    pipeline, which does not read the run's catalog or model.
+    """
+    return preflight(cfg, model_loader=cached_model, storage_options=storage_options,
+                     inputs=inputs)
+
+
+class ProgressListener(Protocol):
+    """Told of a run's progress: how many tiles it planned, then each tile as it finishes."""
+
+    def planned(self, n_tiles: int) -> None:
+        """The run will process ``n_tiles`` tiles."""
+
+    def tile_done(self, result: TileResult) -> None:
+        """One tile finished (any status); called once per tile, from any thread."""
+
+
+def redacted(result: TileResult) -> TileResult:
+    """``result`` with its reason redacted: how tile results leave the workers."""
+    clean = redact(result.reason)
+    return result if clean == result.reason else dataclasses.replace(result, reason=clean)
+
+
 @dataclass
 class RunSummary:
-    """What a finished run produced; the CLI prints it and orchestration publishes it."""
+    """What a finished run produced; the CLI prints it and orchestration publishes it.
+
+    ``other_tiles`` counts finished tiles in the output that belong to other runs (another area,
+    model or settings): ignored by this run's inventory and report.
+    """
 
     out: str
     manifest: list[dict[str, Any]]
@@ -48,6 +88,7 @@ class RunSummary:
     evaluation: dict[str, float] | None
     glaciers: int
     glacier_km2: float
+    other_tiles: int = 0
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -58,51 +99,61 @@ class RunSummary:
 
 def finalize(cfg: RunConfig, results: Sequence[TileResult],
              timings: dict[str, float]) -> RunSummary:
-    """Merge the tiles' outlines into the inventory, then write manifest, report and quicklook.
+    """Merge this run's tiles into the inventory, then write manifest, report and quicklook.
 
-    Reads what the tiles wrote (not what the workers returned), so it also merges tiles finished by
-    an earlier, interrupted run.
+    Reads what the tiles wrote (not what the workers returned), so tiles finished by an earlier,
+    interrupted run of the same plan and settings count (they come back as ``skipped``); tiles of
+    other runs in the same output are left out and counted. Outputs that can be written are
+    written whatever failed, and every text in them is redacted.
     """
     from glacierscale.inventory import has_rgi_ids, read_outlines, rebuild_inventory
+    from glacierscale.inventory.build import INVENTORY_KEY, finished_tiles
     from glacierscale.io import read_geoparquet
     from glacierscale.report import evaluate_run, quicklook_png, render_report
 
     store = Store(cfg.out)
+    results = [redacted(r) for r in results]
     finished = [r.tile_id for r in results if r.status in ("done", "skipped")]
+    ours = {r.tile_id for r in results}
+    other_tiles = sum(1 for t in finished_tiles(store) if t not in ours)
     reference = read_outlines(cfg.reference) if cfg.reference else None
     timings = dict(timings)
-    inventory = None
-    if finished:
-        t0 = time.perf_counter()
-        # RGI identity and area change need RGI outlines; any other reference (a local outline,
-        # as in the demo) is still used for the evaluation below.
-        rgi = cfg.reference if reference is not None and has_rgi_ids(reference) else None
-        rebuild_inventory(cfg.out, reference=rgi, date_pred=cfg.end)
-        inventory = read_geoparquet(store, "inventory/glaciers.parquet")
-        timings["merge"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    # RGI identity and area change need RGI outlines; any other reference (a local outline,
+    # as in the demo) is still used for the evaluation below.
+    rgi = cfg.reference if finished and reference is not None and has_rgi_ids(reference) \
+        else None
+    # Written even when no tile finished: an inventory left by another run must not pass for
+    # this one's (that run's tiles stay, and `glacierscale merge` rebuilds from them).
+    rebuild_inventory(cfg.out, reference=rgi, date_pred=cfg.end, tile_ids=finished)
+    inventory = read_geoparquet(store, INVENTORY_KEY)
+    timings["merge"] = time.perf_counter() - t0
     records = [r.to_dict() for r in results]
     evaluation = None
-    if reference is not None and inventory is not None:
+    if reference is not None and finished:
         t1 = time.perf_counter()
         evaluation = evaluate_run(store, finished, inventory, reference, cfg)
         timings["evaluate"] = time.perf_counter() - t1
-    manifest = {
+    manifest = redact_obj({
         "glacierscale_version": __version__,
         "run_id": cfg.run_id,
         "config": cfg.model_dump(mode="json"),
         "config_token": cfg.token(),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "other_tiles_ignored": other_tiles,
         "tiles": records,
-    }
+    })
     store.write_bytes_atomic("manifest.json", json.dumps(manifest, indent=1).encode())
-    png = None
-    if inventory is not None:
-        png = quicklook_png(store, finished, inventory, reference, cfg)
-        if png is not None:
-            store.write_bytes_atomic("quicklook.png", png)
-    n = len(inventory) if inventory is not None else 0
-    km2 = float(inventory["area_km2"].sum()) if inventory is not None and n else 0.0
-    report = render_report(cfg, records, timings, evaluation, n, km2,
-                           quicklook="quicklook.png" if png is not None else None)
+    png = quicklook_png(store, finished, inventory, reference, cfg) if finished else None
+    if png is not None:
+        store.write_bytes_atomic("quicklook.png", png)
+    else:
+        store.delete("quicklook.png")  # another run's picture must not pass for this one's
+    n = len(inventory)
+    km2 = float(inventory["area_km2"].sum()) if n else 0.0
+    report = render_report(cfg, manifest["tiles"], timings, evaluation, n, km2,
+                           quicklook="quicklook.png" if png is not None else None,
+                           other_tiles=other_tiles)
     store.write_bytes_atomic("report.md", report.encode())
-    return RunSummary(cfg.out, records, report, png, evaluation, n, km2)
+    return RunSummary(redact(cfg.out), manifest["tiles"], report, png, evaluation, n, km2,
+                      other_tiles)

@@ -2,6 +2,8 @@
 
 A tile counts once its ``item.json`` exists (the item is written last), so merging a run that is
 still going, was interrupted or was resumed gives the inventory of the tiles finished so far.
+A run merges its own tiles only (``tile_ids``); without that list every finished tile in the
+output is merged, whatever run made it (``glacierscale merge``).
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ import io as _io
 import json
 import logging
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
 from typing import Any
 
 import geopandas as gpd
 import pystac
+import shapely
 from shapely.geometry import shape
 from shapely.ops import unary_union
 
@@ -40,7 +43,7 @@ SUMMARY_KEY = "inventory/summary.csv"
 EXPORT_FORMATS = ("gpkg", "fgb", "geojson")
 
 
-def _item_date(props: dict[str, Any]) -> date | None:
+def item_date(props: dict[str, Any]) -> date | None:
     """Date of a tile item: its datetime, else the middle of start/end."""
     def parse(v: Any) -> datetime | None:
         return datetime.fromisoformat(str(v).replace("Z", "+00:00")) if v else None
@@ -60,10 +63,29 @@ def _read_item(store: Store, tile_id: str) -> pystac.Item:
                                  migrate=True)
 
 
+def union_footprints(geometries: Iterable[Mapping[str, Any] | None]) -> Any:
+    """Union (lon/lat) of tile items' GeoJSON footprints; None when there are none.
+
+    Each footprint is made valid first: one that crosses the antimeridian or rounds a pole may
+    come as a self-intersecting ring, and a union of those would fail the whole merge.
+    """
+    shapes = [shapely.make_valid(shape(g)) for g in geometries if g]
+    return unary_union(shapes) if shapes else None
+
+
+def finished_tiles(store: Store) -> list[str]:
+    """Ids of the tiles under ``store`` whose outputs are complete (their item.json exists)."""
+    return _finished(store.list("tiles/"))
+
+
+def _finished(keys: Iterable[str]) -> list[str]:
+    return sorted(k.split("/")[1] for k in keys if k.endswith("/item.json"))
+
+
 def rebuild_inventory(out: str, *, reference: str | None = None, intersects: str | None = None,
                       date_pred: date | None = None, date_ref: date | None = None,
                       exports: Sequence[str] = (), min_area_m2: float = 5000.0,
-                      write_stac: bool = True,
+                      write_stac: bool = True, tile_ids: Sequence[str] | None = None,
                       storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Merge ``tiles/*/outlines.parquet`` of the run at ``out`` into ``inventory/``.
 
@@ -71,7 +93,8 @@ def rebuild_inventory(out: str, *, reference: str | None = None, intersects: str
     (per region), any ``exports`` (gpkg, fgb, geojson) as ``inventory/glaciers.<ext>`` and the
     run's STAC ``collection.json``. With a ``reference``, glaciers get RGI ids and area change,
     and reference glaciers wholly inside the mapped area with no predicted ice are listed with
-    zero area. Returns a summary dict.
+    zero area. ``tile_ids`` restricts the merge to those tiles (a run's own); finished tiles not
+    in it are counted as ``tiles_other``. Returns a summary dict.
     """
     bad = [e for e in exports if e not in EXPORT_FORMATS]
     if bad:
@@ -79,9 +102,15 @@ def rebuild_inventory(out: str, *, reference: str | None = None, intersects: str
     check_bucket(out, storage_options)
     store = Store(out, storage_options)
     keys = set(store.list("tiles/"))
-    done = sorted(k.split("/")[1] for k in keys if k.endswith("/item.json"))
+    done = _finished(keys)
     pending = sorted({k.split("/")[1] for k in keys} - set(done))
-    if not done:
+    other: list[str] = []
+    if tile_ids is not None:
+        wanted = set(tile_ids)
+        other = [t for t in done if t not in wanted]
+        done = [t for t in done if t in wanted]
+        pending = [t for t in pending if t in wanted]
+    if not done and tile_ids is None:
         raise FileNotFoundError(
             f"no finished tiles under {store.url('tiles/')}; run `glacierscale run --out {out}` "
             "first (a tile is finished once its item.json exists)")
@@ -92,9 +121,8 @@ def rebuild_inventory(out: str, *, reference: str | None = None, intersects: str
         items = list(pool.map(lambda t: _read_item(store, t), done))
     inventory = merge_tiles(frames, min_area_m2=min_area_m2)
     if date_pred is None:
-        dates = sorted(d for d in (_item_date(it.properties) for it in items) if d is not None)
+        dates = sorted(d for d in (item_date(it.properties) for it in items) if d is not None)
         date_pred = statistics.median_low(dates) if dates else None
-    mapped = unary_union([shape(it.geometry) for it in items if it.geometry])
     ref = read_outlines(reference) if reference else None
     if ref is not None and not has_rgi_ids(ref):
         raise ValueError(f"the reference {reference!r} has no RGI id column (RGIId or rgi_id); "
@@ -103,6 +131,7 @@ def rebuild_inventory(out: str, *, reference: str | None = None, intersects: str
         divides = read_outlines(intersects) if intersects else None
         inventory = attach_rgi(inventory, ref, date_pred=date_pred, date_ref=date_ref,
                                intersects=divides)
+        mapped = union_footprints([it.geometry for it in items])
         inventory = missing_reference(inventory, ref, mapped, date_pred=date_pred,
                                       date_ref=date_ref)
     written = [write_geoparquet(store, INVENTORY_KEY, gpd.GeoDataFrame(inventory))]
@@ -116,7 +145,7 @@ def rebuild_inventory(out: str, *, reference: str | None = None, intersects: str
         written.append(write_collection(store, items))
     total = summary[summary["region"] == "total"]
     result = {
-        "tiles_merged": len(done), "tiles_unfinished": len(pending),
+        "tiles_merged": len(done), "tiles_unfinished": len(pending), "tiles_other": len(other),
         "glaciers": len(inventory),
         "area_km2": float(inventory["area_km2"].sum()) if len(inventory) else 0.0,
         "ref_area_km2": float(total["ref_area_km2"].iloc[0]) if reference and len(total)

@@ -78,7 +78,8 @@ def _read_remote(url: str) -> gpd.GeoDataFrame:
     suffix = Path(urlsplit(url).path).suffix.lower()
     with tempfile.TemporaryDirectory(prefix="glacierscale-outlines-") as tmp:
         fs, path = fsspec.core.url_to_fs(url)
-        name = Path(path).name
+        # The name without the query: a signed URL's token must not end up in a file name.
+        name = Path(urlsplit(url).path).name
         if suffix == ".shp":
             # A shapefile is several files; fetch the ones that exist next to it.
             stem = path[: -len(".shp")]

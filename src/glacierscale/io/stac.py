@@ -18,12 +18,14 @@ from typing import Any
 
 import numpy as np
 import pystac
+import shapely
 from affine import Affine
 from pyproj import Transformer
 from pystac.extensions.projection import ProjectionExtension
 from shapely.geometry import box, mapping
 from shapely.ops import transform as shp_transform
 
+from glacierscale.core.footprint import polygon_to_lonlat
 from glacierscale.io.store import Store, redact
 
 COLLECTION_ID = "glacierscale-outputs"
@@ -101,7 +103,12 @@ def footprint_lonlat(crs: str, transform: Affine, shape_hw: tuple[int, int],
     step = abs(transform.a) * max(h, w) / 16.0
     geometry = geometry.segmentize(step) if step > 0 else geometry
     to_ll = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-    return shp_transform(to_ll.transform, geometry)
+    ll = shp_transform(to_ll.transform, geometry)
+    if ll.bounds[2] - ll.bounds[0] <= 180.0:
+        return ll
+    # Across the antimeridian or round a pole the transformed ring jumps by 360°: split it at
+    # ±180 / close it along the pole, as every other footprint (core.footprint).
+    return shapely.union_all([polygon_to_lonlat(p) for p in shapely.get_parts(ll)])
 
 
 def _asset(name: str, value: str | pystac.Asset,

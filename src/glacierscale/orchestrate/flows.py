@@ -15,6 +15,13 @@ same scheduler runs the batch tasks on the workers themselves (~0.3 s more per P
 
 ``run(cfg)`` needs no server: without ``PREFECT_API_URL`` it starts one temporary local API for the
 run and hands its address to the Dask workers, instead of every worker process starting its own.
+
+Fail fast, keep secrets: the flow starts with the preflight (:mod:`glacierscale.preflight`); a
+problem there fails the flow run at once, before any task, with the preflight's message as its
+state message. ``run(cfg)`` runs the preflight before any Prefect server starts and hands the flow
+its checked config by reference (``config_ref``), so URLs with credentials in them never become
+flow or subflow parameters stored by the Prefect API; what the flow does pass is redacted, and so
+are tile results, logs and artifacts.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import contextvars
 import logging
 import os
 import queue
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -31,19 +39,22 @@ from contextlib import contextmanager
 from datetime import date
 from typing import Any, Literal
 
+from distributed.diagnostics.plugin import WorkerPlugin
 from prefect import flow, get_run_logger, tags, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from prefect_dask import DaskTaskRunner
 
 from glacierscale.cluster import ClusterSpec, make_cluster, resolve, tile_resources
-from glacierscale.config import RunConfig
+from glacierscale.config import ConfigError, RunConfig, parse_run_config
+from glacierscale.core import faults
 from glacierscale.core.footprint import looks_like_bbox, parse_bbox
+from glacierscale.core.redact import ConsoleFormatter, install_log_redaction, redact, redact_obj
 from glacierscale.core.tiles import TileSpec
 from glacierscale.orchestrate.artifacts import RegionProgress, publish_run
 from glacierscale.orchestrate.batches import (
-    TRANSIENT,
     Batch,
     close_clients,
     dask_client,
@@ -55,14 +66,91 @@ from glacierscale.orchestrate.batches import (
     tile_of,
 )
 from glacierscale.pipeline import TileFn, TileResult
-from glacierscale.run import RunSummary, finalize, resolve_config
+from glacierscale.preflight import Preflight, PreflightError
+from glacierscale.run import ProgressListener, RunSummary, check, finalize, redacted
 
 log = logging.getLogger(__name__)
-
 
 Runner = Literal["dask", "threads"]
 #: Regions processed at once; each region's batches already spread over the whole cluster.
 PARALLEL_REGIONS = 4
+
+
+#: Checked configs of runs started in this process, by reference: the flow and its subflows take
+#: the reference as a parameter instead of a config whose URLs may hold credentials.
+_HELD: dict[str, RunConfig] = {}
+
+
+@contextmanager
+def _held(cfg: RunConfig) -> Iterator[str]:
+    ref = uuid.uuid4().hex
+    _HELD[ref] = cfg
+    try:
+        yield ref
+    finally:
+        _HELD.pop(ref, None)
+
+
+def _shown(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with its free-text fields redacted: what a flow parameter may show of it."""
+    fields = ("aoi", "catalog", "out", "model", "reference", "scheduler", "run_id")
+    return cfg.model_copy(update={f: redact(v) for f in fields
+                                  if isinstance(v := getattr(cfg, f), str)})
+
+
+class _Progress:
+    """A run's progress listener, told of each tile once whichever path reports it."""
+
+    def __init__(self, listener: ProgressListener) -> None:
+        self.listener = listener
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def tiles(self, results: Sequence[TileResult]) -> None:
+        with self._lock:  # batches finish on several threads
+            for r in results:
+                if r.tile_id not in self._seen:
+                    self._seen.add(r.tile_id)
+                    self.listener.tile_done(r)
+
+
+_progress: _Progress | None = None  # of the run this process started (the CLI's), if asked
+
+
+@contextmanager
+def _listening(listener: ProgressListener | None) -> Iterator[None]:
+    global _progress
+    _progress = _Progress(listener) if listener is not None else None
+    try:
+        yield
+    finally:
+        _progress = None
+
+
+class WorkerLogging(WorkerPlugin):
+    """Workers log like the CLI: redacted, one line per record, tracebacks only when debugging."""
+
+    name = "glacierscale-logging"
+
+    def __init__(self, debug: bool) -> None:
+        self.debug = debug
+        self.pid = os.getpid()
+
+    def setup(self, worker: Any) -> None:
+        install_log_redaction()
+        if os.getpid() == self.pid:
+            return  # threads in the flow's own process already log through its handlers
+        logging.captureWarnings(True)  # warnings too pass the redaction
+        handler = logging.StreamHandler()
+        handler.setFormatter(ConsoleFormatter(self.debug))
+        # A worker process is ours to configure: one handler (Prefect's import added its own).
+        root = logging.getLogger()
+        root.handlers = [handler]
+        root.setLevel(logging.DEBUG if self.debug else logging.WARNING)
+        if not self.debug:
+            # Readers log every failed read; the run reports each failed tile once, by cause.
+            for name in ("odc", "rasterio", "distributed.nanny"):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 # --------------------------------------------------------------------------- Prefect tasks
@@ -71,12 +159,10 @@ PARALLEL_REGIONS = 4
 def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     try:
         state.result()
-    except TRANSIENT:
-        return True
     except Exception as exc:
-        # A tile that killed its workers again and again is worth one more try on a fresh batch;
-        # a cancelled future is not: the run is being stopped.
-        return type(exc).__name__ == "KilledWorker"
+        # Lost scheduler/worker connections and KilledWorker are transient (a tile that killed
+        # its workers is worth one more try on a fresh batch); a cancel is not: the run stops.
+        return faults.is_transient(exc)
     return False
 
 
@@ -90,8 +176,17 @@ def process_batch(batch: Batch, cfg: RunConfig, tile_fn: TileFn, address: str,
     with dask_client(address) as client:
         futures = client.map(run_tile, batch.tile_ids, cfg=cfg, tile_fn=tile_fn, key=keys,
                              pure=False, resources=resources)
+        progress = _progress  # set in the process of a CLI run (threads runner)
+        if progress is not None:  # tell it of each tile as it lands, in any order
+            landed: queue.Queue[Any] = queue.Queue()
+            for fut in futures:
+                fut.add_done_callback(landed.put)
+            for _ in futures:
+                fut = _next(landed)
+                if fut.status == "finished":
+                    progress.tiles([redacted(fut.result())])
         results: list[TileResult] = client.gather(futures)
-    return results
+    return [redacted(r) for r in results]
 
 
 @task(name="plan-tiles", cache_policy=NO_CACHE, persist_result=False)
@@ -128,9 +223,13 @@ def _region_run_name() -> str:
 @flow(name="region-inventory", flow_run_name=_region_run_name, validate_parameters=False,
       persist_result=False)
 def region_inventory(region: str, tile_ids: list[str], cfg: RunConfig, tile_fn: TileFn,
-                     address: str, resources: dict[str, float] | None = None
-                     ) -> list[TileResult]:
-    """One region: its batches as Prefect tasks, progress published as they finish."""
+                     address: str, resources: dict[str, float] | None = None,
+                     config_ref: str | None = None) -> list[TileResult]:
+    """One region: its batches as Prefect tasks, progress published as they finish.
+
+    ``cfg`` may be shown redacted; ``config_ref`` then names the real one held by this process.
+    """
+    cfg = _HELD.get(config_ref or "", cfg)
     batches = make_batches(region, tile_ids, cfg.tiles_per_task)
     progress = RegionProgress(region, len(tile_ids), len(batches))
     futures = [process_batch.with_options(task_run_name=f"tiles {b.label}").submit(
@@ -140,7 +239,10 @@ def region_inventory(region: str, tile_ids: list[str], cfg: RunConfig, tile_fn: 
         fut.add_done_callback(finished.put)
     try:
         for _ in futures:
-            progress.update(_next(finished).result())
+            done = _next(finished).result()
+            progress.update(done)
+            if _progress is not None:  # batches that ran on Dask workers report here
+                _progress.tiles(done)
     except BaseException:
         # Cancelled or failed: close this process's Dask clients so batch tasks waiting on
         # threads return now (their finished tiles are stored; a rerun resumes from them).
@@ -176,23 +278,30 @@ def _global_run_name() -> str:
     regions = f" regions {','.join(p['regions'])}" if p.get("regions") else ""
     dates = f" {p.get('start') or '…'}..{p.get('end') or '…'}" if p.get("start") or p.get(
         "end") else ""
-    return f"inventory {where}{regions}{dates} {p.get('model', '')}".strip()
+    return redact(f"inventory {where}{regions}{dates} {p.get('model', '')}".strip())
 
 
 def config_from_parameters(*, out: str, catalog: str, outlines: str | None, bbox: str | None,
                            start: date | None, end: date | None, sensors: Sequence[str] | None,
                            model: str, tiles_per_task: int, reference: str | None,
                            settings: dict[str, Any] | None) -> RunConfig:
-    """A ``RunConfig`` from flow parameters; ``settings`` carries any other RunConfig field."""
+    """A ``RunConfig`` from flow parameters; ``settings`` carries any other RunConfig field.
+
+    Raises :class:`~glacierscale.preflight.PreflightError` naming the parameter at fault.
+    """
     if not outlines and not bbox:
-        raise ValueError("give outlines=PATH_OR_URL (RGI outlines) or bbox='W,S,E,N' (degrees)")
+        raise PreflightError("give outlines=PATH_OR_URL (RGI outlines) or bbox='W,S,E,N' "
+                             "(degrees)", "aoi")
     data: dict[str, Any] = dict(settings or {})
     data.update({"out": out, "catalog": catalog, "aoi": outlines or bbox, "start": start,
                  "end": end, "model": model, "tiles_per_task": tiles_per_task,
                  "reference": reference})
     if sensors:
         data["collections"] = tuple(sensors)
-    return RunConfig.model_validate(data)
+    try:
+        return parse_run_config(data, source="flow parameters", cli=False)
+    except ConfigError as exc:
+        raise PreflightError(str(exc), "config") from exc
 
 
 @flow(name="global-inventory", flow_run_name=_global_run_name, persist_result=False)
@@ -213,17 +322,37 @@ def global_inventory(
     task_runner: Runner = "threads",
     tile_fn: str | TileFn | None = None,
     tile_ids: list[str] | None = None,
-) -> dict[str, Any]:
+    config_ref: str | None = None,
+) -> Any:
     """Map glaciers over outlines (optionally some RGI ``regions``) or a ``bbox``.
 
     ``sensors`` are STAC collection ids; ``cluster`` a ``ClusterSpec`` (default: local processes
     or ``settings['scheduler']``); ``tiles_per_task`` tiles make one Prefect task. With outlines
     *and* a bbox, the bbox selects glaciers from the outlines. ``tile_ids`` replaces planning.
+    ``config_ref`` is set by ``run()`` only: the checked config it holds in this process.
+
+    Starts with the preflight: a problem fails the flow run before any task, with the
+    preflight's one-line message as the state message. The model's card decides an unset
+    resolution, as in the CLI.
     """
-    cfg = config_from_parameters(out=out, catalog=catalog, outlines=outlines, bbox=bbox,
-                                 start=start, end=end, sensors=sensors, model=model,
-                                 tiles_per_task=tiles_per_task, reference=reference,
-                                 settings=settings)
+    install_log_redaction()
+    held = _HELD.get(config_ref or "")
+    if held is not None:
+        cfg = held  # checked by run() in this process before Prefect started
+    else:
+        try:
+            cfg = config_from_parameters(out=out, catalog=catalog, outlines=outlines, bbox=bbox,
+                                         start=start, end=end, sensors=sensors, model=model,
+                                         tiles_per_task=tiles_per_task, reference=reference,
+                                         settings=settings)
+            # A tile function of its own reads neither the run's catalog nor its model.
+            checked = check(cfg, inputs=tile_fn is None)
+        except PreflightError as exc:
+            get_run_logger().error("preflight: %s", exc.message)
+            return Failed(message=exc.message, data=exc)
+        cfg = checked.cfg
+        for note in checked.notes:
+            get_run_logger().warning("note: %s", note)
     spec = (ClusterSpec.model_validate(cluster) if isinstance(cluster, dict)
             else cluster or ClusterSpec.from_run_config(cfg))
     fn = resolve_tile_fn(tile_fn)
@@ -237,6 +366,8 @@ def global_inventory(
         groups = plan_task(cfg, tuple(regions or ()), filt)
     timings["plan"] = time.perf_counter() - t0
     n_tiles = sum(len(v) for v in groups.values())
+    if _progress is not None:
+        _progress.listener.planned(n_tiles)
     get_run_logger().info("%d tiles in %d region(s): %s", n_tiles, len(groups),
              ", ".join(f"{k} ({len(v)})" for k, v in groups.items()))
     t1 = time.perf_counter()
@@ -258,15 +389,19 @@ def _process_regions(groups: dict[str, list[str]], cfg: RunConfig, fn: TileFn,
     """Run the region subflows on one cluster, a few regions at a time."""
     spec = resolve(spec)
     resources = tile_resources(spec)
-    with make_cluster(spec) as (_cluster, address):
+    with make_cluster(spec) as (_cluster, address), _held(cfg) as ref:
+        with dask_client(address) as client:
+            client.register_plugin(WorkerLogging(
+                logging.getLogger("glacierscale").isEnabledFor(logging.DEBUG)))
+
         def one(region: str) -> list[TileResult]:
             ids = groups[region]
             n_batches = -(-len(ids) // cfg.tiles_per_task)
             sub = region_inventory.with_options(
                 task_runner=_task_runner(runner, address, n_batches))
             with tags(f"region-{region}"):
-                return sub(region=region, tile_ids=ids, cfg=cfg, tile_fn=fn, address=address,
-                           resources=resources)
+                return sub(region=region, tile_ids=ids, cfg=_shown(cfg), tile_fn=fn,
+                           address=address, resources=resources, config_ref=ref)
 
         try:
             if len(groups) == 1:
@@ -304,6 +439,8 @@ def prefect_api() -> Iterator[str]:
         return
     from prefect.server.api.server import SubprocessASGIServer
 
+    # The temporary server must not phone home (it would also fail offline, loudly).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     server = SubprocessASGIServer()
     # A first start migrates a new SQLite database, which takes long on a busy laptop.
     server.start(timeout=max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), 120))
@@ -321,34 +458,42 @@ def prefect_api() -> Iterator[str]:
 
 def run(cfg: RunConfig, *, tile_fn: TileFn | None = None, tiles: Sequence[TileSpec] | None = None,
         cluster: ClusterSpec | None = None, task_runner: Runner = "threads",
-        regions: Sequence[str] = ()) -> RunSummary:
+        regions: Sequence[str] = (), checked: Preflight | None = None,
+        progress: ProgressListener | None = None) -> RunSummary:
     """Run the global-inventory flow for ``cfg`` and return its summary.
 
     Works with no Prefect server (a temporary local API is started for the run) and against
     ``PREFECT_API_URL`` when set. ``tile_fn`` defaults to ``pipeline.process_tile``; ``tiles``
     replaces planning; ``cluster`` defaults to ``cfg.scheduler`` or local worker processes.
+
+    The preflight runs first, before any server or cluster starts (``checked`` passes one the
+    caller already ran); a problem raises :class:`~glacierscale.preflight.PreflightError`.
+    ``progress`` is told of the plan and of each tile as it finishes.
     """
-    is_bbox = looks_like_bbox(cfg.aoi)
-    if tiles is None:
-        # The model's card decides an unset resolution (given tiles were planned already).
-        cfg = resolve_config(cfg)
-    else:
+    install_log_redaction()
+    if checked is None:
+        # Given tiles were planned already, so the model's card must not change their grid.
+        checked = check(cfg, inputs=tile_fn is None and tiles is None)
+    cfg = checked.cfg
+    if tiles is not None:
         g = cfg.grid
         odd = [t.tile_id for t in tiles
                if (t.size_px, t.resolution, t.halo_px) != (g.tile_size_px, g.resolution, g.halo_px)]
         if odd:
             raise ValueError(f"tiles {odd[:3]} do not match cfg.grid ({g}); plan them with the "
                              "run's GridConfig")
-    settings = cfg.model_dump(mode="json", exclude={
+    is_bbox = looks_like_bbox(cfg.aoi)
+    shown = _shown(cfg)
+    settings = redact_obj(cfg.model_dump(mode="json", exclude={
         "out", "catalog", "aoi", "start", "end", "model", "tiles_per_task", "reference",
-        "collections"})
-    with prefect_api(), tags("glacierscale"):
-        state = global_inventory(
-            out=cfg.out, catalog=cfg.catalog, outlines=None if is_bbox else cfg.aoi,
-            bbox=cfg.aoi if is_bbox else None, regions=list(regions) or None, start=cfg.start,
-            end=cfg.end, sensors=list(cfg.collections) or None, model=cfg.model,
-            cluster=cluster, tiles_per_task=cfg.tiles_per_task, reference=cfg.reference,
+        "collections"}))
+    with prefect_api(), tags("glacierscale"), _held(cfg) as ref, _listening(progress):
+        state: Any = global_inventory(
+            out=shown.out, catalog=shown.catalog, outlines=None if is_bbox else shown.aoi,
+            bbox=shown.aoi if is_bbox else None, regions=list(regions) or None, start=cfg.start,
+            end=cfg.end, sensors=list(cfg.collections) or None, model=shown.model,
+            cluster=cluster, tiles_per_task=cfg.tiles_per_task, reference=shown.reference,
             settings=settings, task_runner=task_runner, tile_fn=tile_fn,
-            tile_ids=[t.tile_id for t in tiles] if tiles is not None else None)
+            tile_ids=[t.tile_id for t in tiles] if tiles is not None else None, config_ref=ref)
     summary: RunSummary = state["summary"]
     return summary
