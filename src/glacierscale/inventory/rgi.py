@@ -76,7 +76,8 @@ def _ref_dates(reference: gpd.GeoDataFrame) -> list[date | None]:
     return [None] * len(reference)
 
 
-def _region(rgi_id: str, row: pd.Series) -> str:
+def rgi_region(rgi_id: str, row: pd.Series) -> str:
+    """The RGI first-order region of a glacier: its outline's O1 column, else read from its id."""
     for c in ("o1region", "O1Region"):
         if c in row and row[c] is not None and str(row[c]) not in ("", "nan"):
             return str(row[c]).zfill(2)
@@ -208,7 +209,7 @@ def attach_rgi(inventory: gpd.GeoDataFrame, reference: gpd.GeoDataFrame, *,
         row = _row(inv.iloc[k], geom, p_area[k], None, None, None, None, date_pred)
         if tree is not None:  # a new glacier belongs to the region of its nearest neighbour
             j = int(tree.nearest(geom))
-            row["region"] = _region(ids[j], ref.iloc[j])
+            row["region"] = rgi_region(ids[j], ref.iloc[j])
         rows.append(row)
     for i, parts in by_ref.items():
         geom = _union_pieces([g for _, g in parts])
@@ -342,7 +343,7 @@ def _row(src: pd.Series, geom: BaseGeometry, parent_area: float | None, rgi_id: 
     years = (d_pred - d_ref).days / 365.25 if d_pred and d_ref else float("nan")
     pct = 100.0 * change / ref_km2 / years if ref_km2 > 0 and years and years > 0 else np.nan
     name = ref_row.get("Name", ref_row.get("glac_name")) if ref_row is not None else None
-    region = _region(rgi_id, ref_row) if rgi_id and ref_row is not None else ""
+    region = rgi_region(rgi_id, ref_row) if rgi_id and ref_row is not None else ""
     return {"rgi_id": rgi_id or f"{NEW_PREFIX}{gid}", "glacier_id": gid, "is_new": is_new,
             "name": None if name is None or str(name) in ("", "nan", "None") else str(name),
             "region": region, "area_km2": area, "area_km2_lo": bounds[0],
@@ -381,7 +382,7 @@ def missing_reference(result: gpd.GeoDataFrame, reference: gpd.GeoDataFrame,
         name = r.get("Name", r.get("glac_name"))
         rows.append({"rgi_id": ids.iloc[int(str(i))], "glacier_id": "", "is_new": False,
                      "name": None if name is None or str(name) in ("", "nan") else str(name),
-                     "region": _region(ids.iloc[int(str(i))], r), "area_km2": 0.0,
+                     "region": rgi_region(ids.iloc[int(str(i))], r), "area_km2": 0.0,
                      "area_km2_lo": 0.0, "area_km2_hi": 0.0, "ref_area_km2": float(ref_km2),
                      "area_change_km2": -float(ref_km2), "area_change_pct_per_yr": pct,
                      "date_pred": date_pred, "date_ref": d_ref, "mean_prob": np.nan,
