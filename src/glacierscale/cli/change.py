@@ -6,9 +6,11 @@ a refusal (outputs that cannot be compared) into a message and exit code 2, with
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from glacierscale.core.redact import redact_url
 
 #: Exit code of a refused comparison (as click uses for usage errors).
 EXIT_REFUSED = 2
@@ -56,12 +58,16 @@ def register(app: typer.Typer) -> None:
         except (ChangeRefusedError, FileNotFoundError, ValueError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(EXIT_REFUSED) from exc
-        ea, eb = result.epochs
-        for e in (ea, eb):
-            typer.echo(f"{e['name']}: {e['date']}, sensors {', '.join(e['sensors'])}")
-        for _, r in result.regions.iterrows():
-            typer.echo(f"region {r['region']}: {r['glaciers']} glaciers ({r['flagged']} "
-                       f"flagged), {r['area_a_km2']:.3f} -> {r['area_b_km2']:.3f} km², change "
-                       f"{r['change_km2']:+.3f} ± {r['change_unc_km2']:.3f} km² "
-                       f"({r['change_pct']:+.2f} ± {r['change_pct_unc']:.2f} %)")
-        typer.echo(f"wrote {len(result.written)} files under {target}")
+        echo_change(result, target)
+
+
+def echo_change(result: Any, target: str) -> None:
+    """Print a comparison: each epoch's date and sensors, then one line per RGI region."""
+    for e in result.epochs:
+        typer.echo(f"{e['name']}: {e['date']}, sensors {', '.join(e['sensors'])}")
+    for _, r in result.regions.iterrows():
+        typer.echo(f"region {r['region']}: {r['glaciers']} glaciers ({r['flagged']} "
+                   f"flagged), {r['area_a_km2']:.3f} -> {r['area_b_km2']:.3f} km², change "
+                   f"{r['change_km2']:+.3f} ± {r['change_unc_km2']:.3f} km² "
+                   f"({r['change_pct']:+.2f} ± {r['change_pct_unc']:.2f} %)")
+    typer.echo(f"wrote {len(result.written)} files under {redact_url(target)}")

@@ -17,6 +17,7 @@ Nothing printed here, logged or written leaves the process unredacted
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -44,7 +45,7 @@ EXIT_INTERRUPTED = 130
 _GRID_OPTIONS = ("tile_size_px", "resolution", "halo_px")
 _INFER_OPTIONS = ("window_px", "overlap", "batch_size", "device")
 #: ``run`` options that steer the command, not the run.
-_COMMAND_OPTIONS = ("config", "debug")
+_COMMAND_OPTIONS = ("config", "debug", "epochs")
 #: Failed tiles listed per cause on the console (the manifest and report.md list them all).
 _TILES_PER_CAUSE = 5
 
@@ -223,8 +224,41 @@ def _user_error(message: str, exc: BaseException | None = None) -> typer.Exit:
     return typer.Exit(EXIT_USER_ERROR)
 
 
-def _execute(load: Callable[[], RunConfig]) -> None:
-    """Load and check the config, run, print the outcome, exit with the code it deserves."""
+def _execute(load: Callable[[], RunConfig], epochs: str | None = None) -> None:
+    """Load and check the config, run (each epoch in turn), print the outcome, exit with the
+    code it deserves (the worst of the epochs')."""
+    from glacierscale.cli.change import echo_change
+    from glacierscale.epochs import change_out, compare_epochs, epoch_config, parse_epochs
+    from glacierscale.preflight import PreflightError
+
+    if not epochs:
+        raise typer.Exit(_execute_one(load))
+    try:
+        chosen = parse_epochs(epochs)
+    except ValueError as exc:
+        raise _user_error(f"--epochs: {exc}", exc) from None
+    try:
+        base = load()
+    except PreflightError as exc:
+        raise _user_error(exc.message, exc) from None
+    codes = []
+    for epoch in chosen:
+        typer.echo(f"epoch {epoch.name}:", err=True)
+        codes.append(_execute_one(lambda e=epoch: epoch_config(base, e)))  # type: ignore[misc]
+    try:
+        results = compare_epochs(base.out, chosen)
+    except Exception as exc:
+        if _debug:
+            raise
+        raise _user_error(f"comparing the epochs: {exc}", exc) from None
+    for (a, b), res in zip(itertools.pairwise(chosen), results, strict=True):
+        typer.echo(f"change {a.name} -> {b.name}:")
+        echo_change(res, change_out(base.out, a, b))
+    raise typer.Exit(max(codes))
+
+
+def _execute_one(load: Callable[[], RunConfig]) -> int:
+    """One run: preflight, the flow, the outcome on the console; returns the exit code."""
     from glacierscale.preflight import PreflightError, preflight
 
     t0 = time.perf_counter()
@@ -259,7 +293,7 @@ def _execute(load: Callable[[], RunConfig]) -> None:
                           "tiles are kept and a rerun resumes (--debug shows the traceback)"),
                    err=True)
         raise typer.Exit(EXIT_STOPPED) from None
-    raise typer.Exit(report_exit_code(summary))
+    return report_exit_code(summary)
 
 
 # --------------------------------------------------------------------------- options -> config
@@ -327,6 +361,10 @@ def register(app: typer.Typer) -> None:
         batch_size: Annotated[int, typer.Option(help="windows per batch")] = 8,
         device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")] = "auto",
         debug: Annotated[bool, typer.Option(help="show tracebacks and debug logs")] = False,
+        epochs: Annotated[str | None, typer.Option(
+            help="map several dates with the same settings and compare them: years "
+                 "(2016,2020,2024) or windows (2020-08-01..2020-09-30,...); each goes to "
+                 "OUT/epochs/<epoch>, the changes to OUT/change/<a>_<b>")] = None,
     ) -> None:
         """Map glaciers over an area: plan tiles, process them on Dask, merge the inventory.
 
@@ -337,7 +375,7 @@ def register(app: typer.Typer) -> None:
         # also knows which ones were typed (see _given_options).
         setup_logging(_asked_debug(ctx, debug))
         given = _given_options(ctx)
-        _execute(lambda: _run_config(given, config))
+        _execute(lambda: _run_config(given, config), epochs)
 
     @app.command()
     def demo(

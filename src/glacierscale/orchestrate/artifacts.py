@@ -12,7 +12,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 from prefect.artifacts import (
@@ -25,6 +25,9 @@ from prefect.artifacts import (
 
 from glacierscale.pipeline import TileResult
 from glacierscale.run import RunSummary
+
+if TYPE_CHECKING:
+    from glacierscale.inventory.change import ChangeResult
 
 #: Statuses in the order the tables show them.
 STATUSES = ("done", "skipped", "no-data", "failed")
@@ -152,4 +155,24 @@ def publish_run(summary: RunSummary, per_region: Mapping[str, Sequence[TileResul
         ids["quicklook"] = create_image_artifact(
             quicklook_data_uri(summary.quicklook_png), key="glacierscale-quicklook",
             description=f"Quicklook of the inventory ({summary.glaciers} glaciers)")
+    return {k: _sync(v) for k, v in ids.items()}
+
+
+def publish_change(result: ChangeResult, title: str) -> dict[str, UUID]:
+    """Artifacts of an area-change comparison: its section, the regional table, a plot per region.
+
+    The section's image links point at files beside ``change.md``; in the UI the plots are the
+    image artifacts instead.
+    """
+    text = re.sub(r"!\[([^\]]*)\]\(plots/[^)]*\)", r"\1 (see the image artifacts)",
+                  result.markdown())
+    ids: dict[str, Any] = {
+        "change": create_markdown_artifact(text, key="glacierscale-change", description=title),
+        "regions": create_table_artifact(result.table_rows(), key="glacierscale-change-regions",
+                                         description="Area change per RGI region"),
+    }
+    for region, png in result.plots.items():
+        ids[f"plot-{region}"] = create_image_artifact(
+            quicklook_data_uri(png), key=artifact_key("glacierscale-change", str(region)),
+            description=f"Area change against glacier size, region {region}")
     return {k: _sync(v) for k, v in ids.items()}

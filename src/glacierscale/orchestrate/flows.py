@@ -65,6 +65,7 @@ from glacierscale.orchestrate.batches import (
     run_tile,
     tile_of,
 )
+from glacierscale.orchestrate.epochs import run_epochs
 from glacierscale.pipeline import TileFn, TileResult
 from glacierscale.preflight import Preflight, PreflightError
 from glacierscale.run import ProgressListener, RunSummary, check, finalize, redacted
@@ -323,6 +324,7 @@ def global_inventory(
     tile_fn: str | TileFn | None = None,
     tile_ids: list[str] | None = None,
     config_ref: str | None = None,
+    epochs: list[str] | None = None,
 ) -> Any:
     """Map glaciers over outlines (optionally some RGI ``regions``) or a ``bbox``.
 
@@ -330,11 +332,16 @@ def global_inventory(
     or ``settings['scheduler']``); ``tiles_per_task`` tiles make one Prefect task. With outlines
     *and* a bbox, the bbox selects glaciers from the outlines. ``tile_ids`` replaces planning.
     ``config_ref`` is set by ``run()`` only: the checked config it holds in this process.
+    ``epochs`` (years or ``YYYY-MM-DD..YYYY-MM-DD`` windows) maps each under ``out/epochs/`` as
+    a subflow run and compares consecutive ones (``out/change/``).
 
     Starts with the preflight: a problem fails the flow run before any task, with the
     preflight's one-line message as the state message. The model's card decides an unset
     resolution, as in the CLI.
     """
+    if epochs:
+        params = {k: v for k, v in locals().items() if k != "epochs"}
+        return run_epochs(global_inventory, params, epochs)
     install_log_redaction()
     held = _HELD.get(config_ref or "")
     if held is not None:
