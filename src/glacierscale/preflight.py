@@ -52,8 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Seconds a STAC API gets to answer one preflight request.
-STAC_TIMEOUT_S = 20.0
 #: Buckets whose objects only a paying requester may read (``AWS_REQUEST_PAYER=requester``).
 REQUESTER_PAYS_BUCKETS = ("usgs-landsat", "usgs-landsat-ard")
 _VECTOR_POLYGONS = ("Polygon", "MultiPolygon")
@@ -360,8 +358,13 @@ def _catalog_collections(cfg: RunConfig
 def _open_api(url: str, given: str) -> Any:
     from pystac_client import Client
 
+    from glacierscale.catalog.sources import RetryingStacApiIO
+
     try:
-        return Client.open(url, timeout=STAC_TIMEOUT_S)
+        # The same retrying I/O as the run's searches: a throttled or briefly failing API is
+        # not a user error.
+        io = RetryingStacApiIO()
+        return Client.open(url, stac_io=io, timeout=io.timeout)
     except Exception as exc:
         raise PreflightError(f"--catalog {given!r}: the STAC API at {url} does not answer "
                              f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
