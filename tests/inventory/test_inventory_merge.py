@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import shapely
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from glacierscale.core.tiles import TileSpec
@@ -72,6 +72,10 @@ def test_tiles_merge_back_into_the_untiled_result(seed: int, n: int, fill: float
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 5))
+# A real one-pixel hole (four discs leave a single pixel uncovered) that the simplification turns
+# into a triangle of exactly half a pixel; measured after the inventory's EPSG:4326 round trip it
+# is a few 1e-8 m² smaller.
+@example(seed=14497, n=4)
 def test_simplified_tiles_merge_without_slivers(seed: int, n: int) -> None:
     """With pixel-scale simplification the tiles still join exactly (border vertices fixed)."""
     tiles = _tiles()
@@ -86,12 +90,14 @@ def test_simplified_tiles_merge_without_slivers(seed: int, n: int) -> None:
     u = merged.to_crs(32611)
     assert u.area.sum() == pytest.approx(shapely.union_all(u.geometry.to_numpy()).area,
                                          rel=1e-6)
-    # No slivers: no interior ring of a merged glacier is thinner than a pixel.
+    # No slivers: every hole is at least a pixel hole simplified to a triangle (half a pixel);
+    # the relative slack absorbs the float noise of the UTM -> EPSG:4326 -> UTM round trip,
+    # while a sliver along a tile border would be orders of magnitude smaller.
     for geom in u.geometry:
         for poly in shapely.get_parts(geom):
             for ring in poly.interiors:
                 hole = shapely.Polygon(ring)
-                assert hole.area >= 0.5 * RES * RES
+                assert hole.area >= 0.5 * RES * RES * (1 - 1e-6)
 
 
 def test_a_disc_cut_by_four_tiles_comes_back_whole() -> None:
