@@ -68,6 +68,12 @@ def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
         services.wait_http(f"http://127.0.0.1:{port}/api/health", timeout=180)
         yield f"http://127.0.0.1:{port}/api", home
     finally:
+        # Flows run in this process leave Prefect's background services (events, concurrency
+        # leases) holding clients of this server: stop them before it goes, so later tests'
+        # in-process runs start their own against their own server.
+        from prefect._internal.concurrency.services import QueueService
+
+        QueueService.drain_all(timeout=30)
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(20)
