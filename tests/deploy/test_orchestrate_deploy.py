@@ -13,12 +13,19 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from tests.deploy.services import DaskTCP, PrefectServer, chromium_binaries, wait_for
 from tests.deploy.tilefns import journal_counts
 
 from glacierscale.cluster import ClusterSpec
 from glacierscale.config import GridConfig, RunConfig
 from glacierscale.io import Store, tile_complete
+from glacierscale.testing.stack import (
+    DaskTCP,
+    PrefectServer,
+    chromium_binaries,
+    start_deployment,
+    wait_final,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -28,30 +35,6 @@ ATHABASCA = "-117.32,52.156,-117.232,52.21"
 SMALL = {"grid": {"tile_size_px": 64, "resolution": 30.0, "halo_px": 0}}
 SCREENSHOTS = Path(os.environ.get("GLACIERSCALE_SCREENSHOT_DIR", "")) if os.environ.get(
     "GLACIERSCALE_SCREENSHOT_DIR") else None
-
-
-def start_deployment(name: str, parameters: dict[str, Any], env: dict[str, str] | None = None
-                     ) -> UUID:
-    from prefect.deployments import run_deployment
-
-    fr = run_deployment(name, parameters=parameters, timeout=0,
-                        job_variables={"env": env} if env else None)
-    return fr.id
-
-
-def read_run(flow_run_id: UUID) -> Any:
-    from prefect import get_client
-
-    with get_client(sync_client=True) as client:
-        return client.read_flow_run(flow_run_id)
-
-
-def wait_final(flow_run_id: UUID, timeout: float) -> Any:
-    def final() -> Any:
-        fr = read_run(flow_run_id)
-        return fr if fr.state and fr.state.is_final() else None
-
-    return wait_for(final, timeout, f"flow run {flow_run_id} to finish", every=1.0)
 
 
 def artifacts_of(flow_run_ids: list[UUID]) -> list[Any]:

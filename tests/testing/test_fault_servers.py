@@ -107,6 +107,17 @@ def test_range_server_drops_truncates_and_slows(served: Path) -> None:
         assert log.faults() == Counter({"drop": 1, "truncate": 1, "slow": 1})
 
 
+
+def test_range_server_answers_a_range_past_the_end_like_a_real_server(served: Path) -> None:
+    """A file shorter than its reader expects: 416 with the real size for a range starting past
+    the end, a short 206 for one crossing it (never the whole file, nor a hang)."""
+    with range_server(served) as (url, _log):
+        status, headers, body = _get(f"{url}/files/a.bin", {"Range": "bytes=20000-20999"})
+        assert (status, headers["Content-Range"], body) == (416, "bytes */10240", b"")
+        status, headers, body = _get(f"{url}/files/a.bin", {"Range": "bytes=10000-10999"})
+        assert (status, headers["Content-Range"], len(body)) == (206, "bytes 10000-10239/10240",
+                                                                 240)
+
 @pytest.mark.integration
 def test_proxy_in_front_of_a_stac_api_keeps_clients_behind_it(tmp_path: Path) -> None:
     docs = [{"type": "Feature", "stac_version": "1.1.0", "id": f"i{i}", "collection": "c",

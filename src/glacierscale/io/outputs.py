@@ -4,6 +4,12 @@ The item is written last and lists every asset with its size and checksum, so it
 tile's commit record: a tile is complete exactly when its item exists, carries the expected token
 (tile id + inputs + model) and every listed asset exists with the recorded size. ``tile_complete``
 checks that, which is what a rerun uses to skip finished tiles.
+
+A tile is written again only when it is not complete, often because its writer was killed: before
+writing, the temporary objects that dead writers left for this tile are removed
+(:meth:`Store.clean_tmp`, which never touches an upload still in flight), and an output the killed
+writer had already published is not written again when it holds the very bytes this attempt made
+(outputs are deterministic), so every object of a tile is written once.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import numpy as np
 import pystac
 from shapely.geometry import shape as shp_shape
 
+from glacierscale.core.redact import redact
 from glacierscale.core.tiles import TileSpec
 from glacierscale.io.cog import build_cog
 from glacierscale.io.stac import (
@@ -102,6 +109,9 @@ def write_tile_outputs(store: Store, tile: TileSpec, prob: np.ndarray, *,
     m = encode_mask(p, threshold) if m is None else m.astype("uint8")
     u = _core(uncertainty, tile, "uncertainty")
     tags = provenance.tags(tile.tile_id)
+    _clean_leftovers(store, tile.tile_id)
+    # Outputs of an interrupted attempt at this tile (one listing; empty the first time).
+    earlier = set(store.list(tile_key(tile.tile_id, "")))
     sizes: dict[str, tuple[int, str]] = {}
     with tempfile.TemporaryDirectory(prefix="glacierscale-tile-") as tmp:
 
@@ -110,7 +120,9 @@ def write_tile_outputs(store: Store, tile: TileSpec, prob: np.ndarray, *,
                               crs=tile.crs, nodata=nodata, tags=tags, descriptions=[desc],
                               overview_resampling=resampling)
             blob = local.read_bytes()
-            store.put_file_atomic(local, tile_key(tile.tile_id, ASSET_FILES[name]))
+            key = tile_key(tile.tile_id, ASSET_FILES[name])
+            if not _holds(store, key, blob, earlier):
+                store.put_file_atomic(local, key)
             sizes[name] = (len(blob), sha256_multihash(blob))
 
         put_cog("prob", encode_prob(p), NODATA_U8, "glacier probability (percent)", "average")
@@ -120,7 +132,9 @@ def write_tile_outputs(store: Store, tile: TileSpec, prob: np.ndarray, *,
                     float("nan"), "glacier probability standard deviation", "average")
     if outlines is not None:
         blob = geoparquet_bytes(outlines)
-        store.write_bytes_atomic(tile_key(tile.tile_id, ASSET_FILES["outlines"]), blob)
+        key = tile_key(tile.tile_id, ASSET_FILES["outlines"])
+        if not _holds(store, key, blob, earlier):
+            store.write_bytes_atomic(key, blob)
         sizes["outlines"] = (len(blob), sha256_multihash(blob))
     written = {k: ASSET_FILES[k] for k in sizes}
     item = tile_item(tile.tile_id, crs=tile.crs, transform=tile.core_transform,
@@ -133,6 +147,27 @@ def write_tile_outputs(store: Store, tile: TileSpec, prob: np.ndarray, *,
     store.write_bytes_atomic(tile_key(tile.tile_id, "item.json"), item_to_bytes(item))
     log.info("tile %s written (%s)", tile.tile_id, ", ".join(written))
     return item
+
+
+def _holds(store: Store, key: str, blob: bytes, earlier: set[str]) -> bool:
+    """Whether ``key`` (listed in ``earlier``) already holds exactly ``blob``: published by an
+    attempt at this tile that was killed before its item. Read back only when sizes agree."""
+    if key not in earlier:
+        return False
+    try:
+        return store.size(key) == len(blob) and store.read_bytes(key) == blob
+    except FileNotFoundError:
+        return False
+
+
+def _clean_leftovers(store: Store, tile_id: str) -> None:
+    """Remove this tile's temporary objects left by killed writers. Best effort: a leftover is
+    hidden from listings and harmless, so failing to remove it must not fail the tile."""
+    try:
+        store.clean_tmp(prefix=tile_key(tile_id, ""))
+    except Exception as exc:
+        log.warning("tile %s: could not remove temporary objects of killed writers: %s",
+                    tile_id, redact(str(exc)))
 
 
 def tile_complete(store: Store, tile_id: str, token: str | None = None) -> bool:

@@ -6,6 +6,13 @@ writer (OOM, pre-emption, SIGKILL). On a local disk the move is a rename; on obj
 server-side copy, which publishes the object whole. Thousands of workers can write at once because
 each temporary key is unique and each tile writes its own keys.
 
+A killed writer leaves its temporary object behind. Each temporary key names its final key and its
+writer (machine, pid and process start time: :func:`writer_id`), so :meth:`Store.clean_tmp` can
+remove what dead writers left without touching an upload still in flight: a writer of this machine
+that no longer runs is provably dead, at any age; a writer elsewhere cannot be asked, so its
+temporary object goes only once older than any write lasts (:data:`STALE_AFTER_S`). Tile writers
+clean their own tile's leftovers before writing it again, and a finished run cleans the rest.
+
 Credentials stay inside the fsspec filesystem: they are never part of a URL, a repr or a log line.
 
 On object stores every request (put, server-side copy, delete of the temporary key, reads) is
@@ -18,14 +25,18 @@ published by a copy, both of which may be repeated without ever exposing a parti
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import logging
 import os
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, TypeVar
+from urllib.parse import quote, unquote
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -40,6 +51,62 @@ T = TypeVar("T")
 #: Prefix of temporary keys, relative to the store root; ``Store.list`` hides it.
 TMP_PREFIX = ".glacierscale-tmp"
 _CHUNK = 8 * 1024 * 1024
+#: Age after which a temporary object is abandoned whoever wrote it. A write (put, copy, delete)
+#: lasts seconds, a few minutes with every retry spent; an hour also absorbs clock skew between
+#: this machine and the object store's timestamps.
+STALE_AFTER_S = 3600.0
+
+
+@functools.cache
+def _machine() -> str:
+    """Where a pid means something: this host, kernel boot and pid namespace (a container on
+    the same kernel has its own pids; a reboot reuses them all)."""
+    try:
+        parts = [socket.gethostname(), Path("/proc/sys/kernel/random/boot_id").read_text(),
+                 os.readlink("/proc/self/ns/pid")]
+    except OSError:
+        return "nopid"  # no /proc: pids cannot be checked here, the age guard decides
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:12]
+
+
+def _start_ticks(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot): with the pid, it names one process
+    for the life of the kernel, so a recycled pid is not mistaken for the writer."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+_WRITER: tuple[int, str] | None = None
+
+
+def writer_id() -> str:
+    """This process as the owner of temporary objects: ``<machine>-<pid>-<start ticks>``."""
+    global _WRITER
+    pid = os.getpid()
+    if _WRITER is None or _WRITER[0] != pid:  # recomputed in a forked child
+        _WRITER = (pid, f"{_machine()}-{pid}-{_start_ticks(pid) or 0}")
+    return _WRITER[1]
+
+
+def writer_alive(writer: str) -> bool | None:
+    """Whether the writer ``writer`` (a :func:`writer_id`) still runs: True or False when it ran
+    on this machine, None when that cannot be told here (another machine or container)."""
+    machine, _, rest = writer.partition("-")
+    pid, _, start = rest.partition("-")
+    if machine != _machine() or machine == "nopid" or not pid.isdigit() or start in ("", "0"):
+        return None
+    return _start_ticks(int(pid)) == start
+
+
+def tmp_owner(name: str) -> tuple[str, str] | None:
+    """(final key, writer id) of a temporary object's name; None for a name of another form."""
+    parts = name.rsplit(".", 2)
+    if len(parts) != 3 or parts[1].count("-") != 2:
+        return None
+    return unquote(parts[0]), parts[1]
 
 
 class Store:
@@ -116,8 +183,10 @@ class Store:
         return Path(local_path)
 
     def _tmp_path(self, key: str) -> str:
-        name = key.rstrip("/").rsplit("/", 1)[-1]
-        return self._path(f"{TMP_PREFIX}/{uuid.uuid4().hex}-{name}")
+        # One flat folder, the final key quoted into the name: temporaries of a tile are found
+        # by their name, and a local run leaves no empty folders behind.
+        name = f"{quote(key.strip('/'), safe='')}.{writer_id()}.{uuid.uuid4().hex[:16]}"
+        return self._path(f"{TMP_PREFIX}/{name}")
 
     def _publish(self, tmp: str, key: str) -> str:
         final = self._path(key)
@@ -230,24 +299,38 @@ class Store:
                 keys.append(rel)
         return sorted(keys)
 
-    def clean_tmp(self, older_than_s: float = 24 * 3600.0) -> int:
-        """Remove temporary objects left by killed writers older than ``older_than_s``.
+    def clean_tmp(self, older_than_s: float = STALE_AFTER_S, prefix: str = "") -> int:
+        """Remove temporary objects that killed writers left; returns how many were removed.
 
-        The age guard keeps uploads still in flight on other workers; returns how many were removed.
+        Only abandoned ones go, so this is safe while other workers write: those of a writer
+        on this machine that no longer runs (:func:`writer_alive`), at any age, and any older
+        than ``older_than_s`` (a writer elsewhere cannot be asked, and an upload in flight is
+        younger than that, whoever writes it). Without a timestamp, only a dead writer's go.
+        ``prefix`` limits it to temporaries of final keys under it, e.g. ``tiles/<id>/`` for one
+        tile's outputs.
         """
         base = self._path(TMP_PREFIX)
+        with contextlib.suppress(Exception):
+            self.fs.invalidate_cache(base)
         try:
-            entries = self.fs.find(base, detail=True)
+            entries = self._retry(lambda: self.fs.find(base, detail=True), TMP_PREFIX)
         except FileNotFoundError:
             return 0
         now = time.time()
         removed = 0
         for path, info in entries.items():
+            owner = tmp_owner(str(path).rsplit("/", 1)[-1])
+            if prefix and (owner is None or not owner[0].startswith(prefix.lstrip("/"))):
+                continue
+            alive = writer_alive(owner[1]) if owner else None
             mtime = _mtime(info)
-            if mtime is None or now - mtime >= older_than_s:
-                with contextlib.suppress(FileNotFoundError):
-                    self.fs.rm_file(path)
-                    removed += 1
+            old = mtime is not None and now - mtime >= older_than_s
+            if alive is False or old:
+                self._remove_tmp(str(path), TMP_PREFIX)
+                removed += 1
+        if removed:
+            log.info("removed %d temporary object(s) left by killed writers under %s", removed,
+                     redact_url(self.url(prefix)))
         return removed
 
 

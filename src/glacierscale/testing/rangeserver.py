@@ -167,6 +167,15 @@ def _handler(root: Path, latency: float, log: Log) -> type[BaseHTTPRequestHandle
             req, answered = self._answered(url_path, p)
             if answered or p is None:
                 return
+            if rng and not ranges:
+                # Every range starts past the end (a file shorter than its reader expects):
+                # 416 with the real size, as S3 and any HTTP server answer, not the whole file.
+                req.status = 416
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             status, headers, body = _body(p, ranges)
             req.status = status
             if req.fault == "truncate":

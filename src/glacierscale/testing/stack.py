@@ -181,10 +181,15 @@ def deployed_worker(server: PrefectServer, repo: Path, names: Sequence[str] = ("
 
 @dataclass
 class DaskTCP:
-    """A scheduler and nanny-supervised workers over TCP."""
+    """A scheduler and its workers over TCP: ``procs`` is the scheduler, then the workers."""
 
     address: str
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def workers(self) -> list[subprocess.Popen[bytes]]:
+        """The ``dask worker`` processes (the worker itself without a nanny, else its nanny)."""
+        return self.procs[1:]
 
     def worker_pids(self) -> dict[str, int]:
         """Worker address -> pid of the worker process (the nanny's child)."""
@@ -207,9 +212,12 @@ class DaskTCP:
 
 @contextmanager
 def dask_tcp(n_workers: int, env: Mapping[str, str], log_dir: Path, nthreads: int = 1,
-             memory_limit: str = "3GiB") -> Iterator[DaskTCP]:
-    """``dask scheduler`` plus ``n_workers`` ``dask worker`` processes (with nannies, which
-    restart a worker that dies, as a cluster manager would) over TCP on 127.0.0.1."""
+             memory_limit: str = "3GiB", nanny: bool = True) -> Iterator[DaskTCP]:
+    """``dask scheduler`` plus ``n_workers`` ``dask worker`` processes over TCP on 127.0.0.1.
+
+    With ``nanny`` a nanny restarts a worker that dies, as a cluster manager would; without,
+    a killed worker stays dead and :attr:`DaskTCP.workers` are the worker processes themselves.
+    """
     from distributed import Client
 
     port = free_port()
@@ -224,8 +232,8 @@ def dask_tcp(n_workers: int, env: Mapping[str, str], log_dir: Path, nthreads: in
             procs.append(subprocess.Popen(
                 [str(BIN / "dask"), "worker", address, "--nthreads", str(nthreads),
                  "--host", "127.0.0.1", "--no-dashboard", "--name", f"w{i}",
-                 "--memory-limit", memory_limit], env=dict(env), stdout=logs[i],
-                stderr=subprocess.STDOUT))
+                 "--memory-limit", memory_limit, *([] if nanny else ["--no-nanny"])],
+                env=dict(env), stdout=logs[i], stderr=subprocess.STDOUT))
         with Client(address, timeout=60) as client:
             client.wait_for_workers(n_workers, timeout=180)
         yield DaskTCP(address, procs)
@@ -376,20 +384,27 @@ def task_run_count(api_url: str, flow_run_ids: Sequence[UUID] = ()) -> int:
     return int(r.json())
 
 
+def chromium_binaries() -> tuple[str, str] | None:
+    """Debian's ``chromium`` and ``chromium-driver``, if installed."""
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    return (browser, driver) if browser and driver else None
+
+
 def screenshot(url: str, path: Path, wait_text: Sequence[str] = (), timeout: float = 90.0,
                size: tuple[int, int] = (1600, 1200)) -> Path:
     """A PNG of ``url`` in headless Chromium (Debian's ``chromium`` + ``chromium-driver``),
     taken once the page shows every string of ``wait_text``."""
-    import shutil
-
     from selenium import webdriver
     from selenium.webdriver.common.by import By
 
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_bin = shutil.which("chromedriver")
-    if not browser or not driver_bin:
+    found = chromium_binaries()
+    if found is None:
         raise FileNotFoundError("chromium not installed: apt-get install chromium "
                                 "chromium-driver")
+    browser, driver_bin = found
     opts = webdriver.ChromeOptions()
     opts.binary_location = browser
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",

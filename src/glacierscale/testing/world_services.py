@@ -17,12 +17,9 @@ over 503/429 answers, dropped connections and (for reads) truncated bodies.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +28,7 @@ from typing import Any
 from glacierscale.testing.faultproxy import fault_proxy
 from glacierscale.testing.injection import NO_FAULTS, FaultLog, FaultPlan
 from glacierscale.testing.rangeserver import Log, range_server
-from glacierscale.testing.services import _bin, free_port, wait_http
+from glacierscale.testing.services import s3_server, stac_api
 from glacierscale.testing.world import World
 
 #: Object-store writes (``Store`` puts, server-side copies and deletes of temporary keys).
@@ -99,26 +96,6 @@ class WorldServices:
 
 
 @contextmanager
-def _logged_server(cmd: Sequence[str], health_url: str, log: Path) -> Iterator[None]:
-    """A server child process whose output goes to ``log``: a server that logs every request
-    would block once an unread pipe is full (moto does, after a few thousand requests)."""
-    with log.open("ab") as out:
-        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        try:
-            wait_http(health_url, 60.0, proc)
-            yield
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(10)
-
-
-@contextmanager
 def serve_world(world: World, bucket: str | None = None) -> Iterator[WorldServices]:
     """Serve ``world`` (COGs, STAC API, an empty S3 bucket), every service behind faults that
     start switched off (:meth:`WorldServices.set_faults`)."""
@@ -130,17 +107,9 @@ def serve_world(world: World, bucket: str | None = None) -> Iterator[WorldServic
         base, reads = stack.enter_context(range_server(world.root))
         cog_base = f"{base}/files"
         items = world.items_ndjson(cog_base, logs / "items.ndjson")
-        port = free_port()
-        stac = f"http://127.0.0.1:{port}"
-        stack.enter_context(_logged_server(
-            [_bin("rustac"), "serve", "--addr", f"127.0.0.1:{port}", "--create-collections",
-             str(items)], stac + "/", logs / "rustac.log"))
+        stac = stack.enter_context(stac_api([items], log=logs / "rustac.log"))
         catalog, searches = stack.enter_context(fault_proxy(stac, kind="json"))
-        port = free_port()
-        s3 = f"http://127.0.0.1:{port}"
-        stack.enter_context(_logged_server(
-            [_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)], s3 + "/moto-api/",
-            logs / "moto.log"))
+        s3 = stack.enter_context(s3_server(log=logs / "moto.log"))
         s3_proxy, writes = stack.enter_context(fault_proxy(s3, kind="s3"))
         boto3.client("s3", endpoint_url=s3, aws_access_key_id=ACCESS_KEY,
                      aws_secret_access_key=SECRET_KEY, region_name="us-east-1").create_bucket(
