@@ -63,14 +63,11 @@ def test_no_change_within_its_own_uncertainty(pairs: dict[tuple[str, str], Chang
     assert [e["date"] for e in result.epochs] == [DAYS[p].isoformat() for p in pair]
 
 
-@pytest.mark.parametrize("pair", [
-    ("l30", "s30"), ("s30", "s2"),
-    # The shipped model was trained on HLS only; on Sentinel-2 L2A its members disagree more
-    # (area error 0.63 km² against 0.37 for HLS S30 two days earlier), and with Landsat's own
-    # 0.57 km² the pair's error is 5.5 % of the glacier: above the 5 % aim.
-    pytest.param(("l30", "s2"), marks=pytest.mark.xfail(
-        strict=True, reason="Sentinel-2 L2A lies outside the model's HLS training data")),
-])
+# The default maps under its physics floor, so its uncertainty holds the members' spread and,
+# where the floor defers, how far it moved each member from the network's own answer
+# (models.floor.deferral_spread): the Landsat scene (another sensor, another month) is deferred
+# most. Measured: errors of 1.6 to 2.0 % of the glacier, each change 0.25 to 0.8 of its error.
+@pytest.mark.parametrize("pair", [("l30", "s30"), ("s30", "s2"), ("l30", "s2")])
 def test_uncertainty_within_five_percent(pairs: dict[tuple[str, str], ChangeResult],
                                          pair: tuple[str, str]) -> None:
     (g,) = pairs[pair].glaciers.itertuples()

@@ -69,3 +69,13 @@ def test_band_indices_select_the_card_order_or_name_what_is_missing() -> None:
     assert card.band_indices(stack) == [2, 4, 6]
     with pytest.raises(ValueError, match="missing \\['elevation'\\]"):
         card.band_indices(stack[:6])
+
+
+def test_floor_and_domain_round_trip_read_only() -> None:
+    card = _card(floor={"rate": 0.2, "mixture": {"weights": [1.0]}},
+                 domain={"regions": [{"name": "a", "bbox": [1, 2, 3, 4]}], "months": [9]})
+    back = ModelCard.from_text(card.to_json())
+    assert back == card and back.floor["rate"] == 0.2 and back.domain["months"] == [9]
+    with pytest.raises(TypeError):
+        card.domain["months"] = []  # type: ignore[index]
+    assert _card().floor == {} and _card().domain == {}

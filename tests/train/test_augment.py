@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from glacierscale.train.augment import Augment, blank_strip, dihedral
+from glacierscale.train.augment import Augment, blank_strip, coarsen, dihedral
 from glacierscale.train.labels import UNKNOWN
 
 
@@ -78,3 +78,38 @@ def test_nodata_probability_zero_never_blanks() -> None:
                                                      np.random.default_rng(s))[0]).any()
                   for s in range(10))
     assert blanked == 10
+
+
+def test_physical_shifts_are_seeded_and_touch_only_optical_bands() -> None:
+    bands = ("blue", "green", "red", "nir", "swir16", "swir22", "elevation")
+    img = np.random.default_rng(0).uniform(0.05, 0.8, size=(7, 16, 16)).astype(np.float32)
+    img[6] = 2500.0
+    lab = np.zeros((16, 16), np.uint8)
+    aug = Augment(brightness=0.0, contrast=0.0, nodata=0.0, gain=0.1, offset=0.02, haze=1.0,
+                  illumination=1.0)
+    a, _ = aug.apply(img, lab, bands, np.random.default_rng(3))
+    b, _ = aug.apply(img, lab, bands, np.random.default_rng(3))
+    np.testing.assert_array_equal(a, b)
+    assert (a[6] == 2500.0).all() and not np.allclose(a[:6], dihedral(img, lab, 0, False)[0][:6])
+
+
+def test_a_dropped_band_is_no_data_in_that_band_only() -> None:
+    bands = ("blue", "green", "red", "nir", "swir16", "swir22")
+    img = np.full((6, 8, 8), 0.3, np.float32)
+    lab = np.ones((8, 8), np.uint8)
+    aug = Augment(brightness=0.0, contrast=0.0, nodata=0.0, drop=1.0, drop_bands=("nir",))
+    out, lab2 = aug.apply(img, lab, bands, np.random.default_rng(0))
+    assert np.isnan(out[3]).all() and np.isfinite(np.delete(out, 3, 0)).all()
+    assert (lab2 == 1).all()  # the pixels keep their labels: the other bands still see them
+
+
+def test_coarsen_averages_pixels_and_takes_the_majority_label() -> None:
+    img = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
+    lab = np.array([[1, 1, 0, 0], [1, 0, 0, 0], [UNKNOWN, UNKNOWN, 3, 0], [UNKNOWN, 1, 0, 0]],
+                   np.uint8)
+    out, coarse = coarsen(img, lab, 2)
+    np.testing.assert_allclose(out[0], [[2.5, 4.5], [10.5, 12.5]])
+    assert coarse[0, 0] == 1  # three of four glacier
+    assert coarse[0, 1] == 0
+    assert coarse[1, 0] == UNKNOWN  # three of four unknown
+    assert coarse[1, 1] & 2  # touches the ring: kept out of the loss

@@ -44,3 +44,13 @@ def test_bad_inputs_name_the_fix(app: typer.Typer, tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["evaluate-model", "--model", "band-ratio",
                                    "--catalog", str(tmp_path)])
     assert res.exit_code == 2 and "only models made by `glacierscale train`" in res.output
+
+
+def test_stress_test_and_excluded_boxes_name_the_fix(app: typer.Typer, tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["stress-test", "--model", "band-ratio", "--catalog",
+                                   str(tmp_path), "--collections", "HLSS30_2.0"])
+    assert res.exit_code == 2 and "only models made by `glacierscale train`" in res.output
+    res = CliRunner().invoke(app, ["train", "--outlines", "x", "--catalog", str(tmp_path),
+                                   "--bands", "red", "--out", str(tmp_path / "m"),
+                                   "--exclude-box", "86.7,27.9,86.95"])
+    assert res.exit_code == 2 and "is not a W,S,E,N box" in res.output

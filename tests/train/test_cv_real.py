@@ -14,9 +14,9 @@ from rasterio.warp import Resampling, reproject
 
 from glacierscale.config import GridConfig
 from glacierscale.core.tiles import TileSpec
-from glacierscale.demo.sample import athabasca_sample
-from glacierscale.load import MissingBandError
+from glacierscale.demo import athabasca_sample
 from glacierscale.models import load_model
+from glacierscale.models.floor import PhysicsFloor
 from glacierscale.train import (
     ChipSource,
     LabelRules,
@@ -27,6 +27,9 @@ from glacierscale.train import (
     train_cv,
 )
 from glacierscale.train.chips import load_stack
+from glacierscale.train.leakage import LabelLeakError
+from glacierscale.train.shifts import STRESS_SHIFTS, Shift
+from glacierscale.train.stress import Scene, markdown, stress_test, summary
 
 pytestmark = pytest.mark.integration
 
@@ -37,14 +40,14 @@ def trained(shared_data: Path, sample_cache: Path, tmp_path_factory: pytest.Temp
     out = tmp_path_factory.mktemp("model")
     req = TrainRequest(
         name="tiny-athabasca", outlines=sample.reference or "",
-        source=ChipSource(sample.catalog, ("green", "red", "swir16", "elevation"), sample.start,
+        source=ChipSource(sample.catalog, ("green", "red", "swir16"), sample.start,
                           sample.end, ("HLSS30_2.0",)),
         aoi=",".join(map(str, sample.bbox)), folds=2,
         grid=GridConfig.model_validate({"tile_size_px": 64, "resolution": 30.0, "halo_px": 16}),
         rules=LabelRules(ring_px=1, known_within_m=150.0),
         train=TrainConfig(width=8, depth=2, chip_px=64, batch_size=2, steps=2, eval_every=1,
                           precision="fp32"),
-        command="pytest", limitations="a smoke test model")
+        command="pytest", limitations="a smoke test model", floor=True)
     return train_cv(req, str(out), cache=str(sample_cache / "chips")), out, sample
 
 
@@ -58,9 +61,15 @@ def test_train_cv_writes_a_loadable_model_with_its_record(trained) -> None:
     assert all((out / w).stat().st_size < 10_000_000 for w in card.weights)
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     # normalisation from the chips, temperature from the held-out folds, provenance recorded
-    assert 0.0 < card.mean[1] < 1.0 and 1000 < card.mean[3] < 4000 and card.temperature > 0
+    assert 0.0 < card.mean[1] < 1.0 and card.temperature > 0
     prov = card.provenance
-    assert prov["data"]["items"] == ["dem", "hls_s30_2020-09-09"]
+    assert prov["data"]["items"] == ["hls_s30_2020-09-09"]
+    # the card states where the model has been: the labelled box, the instrument, the month
+    domain = card.domain
+    assert domain["sensors"] == ["sentinel-2-msi"] and domain["collections"] == ["HLSS30_2.0"]
+    assert domain["months"] == [9] and domain["resolution_m"] == 30.0
+    w, s, e, n = domain["regions"][0]["bbox"]
+    assert -117.33 < w < e < -117.20 and 52.15 < s < n < 52.23
     assert len(prov["data"]["outlines_sha256"]) == 64 and prov["command"] == "pytest"
     folds = prov["cross_validation"]["tile_folds"]
     assert set(folds.values()) == {0, 1} and len(folds) == len(result.chips)
@@ -79,22 +88,39 @@ def test_train_cv_writes_a_loadable_model_with_its_record(trained) -> None:
     assert pooled["band-ratio (fixed threshold)"]["iou"] > 0.6
     model = load_model(str(out / "tiny-athabasca.json"))
     assert model.card.weights_hash == card.weights_hash and len(model.members) == 2
+    # shipped under the physics floor, with each fold's floor from its own training folds
+    assert isinstance(model, PhysicsFloor) and len(card.floor["folds"]) == 2
+    assert "U-Net under the physics floor (held-out folds)" in names
+    assert model.params.net_temperature == pytest.approx(
+        metrics["temperature"]["0"]["all_folds"])
 
 
-def test_evaluate_on_another_sensor_and_missing_bands(trained) -> None:
+def test_evaluate_on_another_sensor(trained) -> None:
     _, out, sample = trained
     ev, meta = evaluate_model(str(out / "tiny-athabasca.json"), sample.catalog,
                               collections=("HLSL30_2.0",), start=sample.start, end=sample.end,
                               out=str(out / "l30"))
-    assert meta["items"] == ["dem", "hls_l30_2020-08-16"]
+    assert meta["items"] == ["hls_l30_2020-08-16"]
     rows = ev.rows()
     assert rows["U-Net fold models (held-out folds)"]["n_pixels"] == rows["everything is ice"][
         "n_pixels"] > 1000
     assert (out / "l30" / "evaluation.md").read_text().startswith("# tiny-athabasca on")
-    # a catalog without the DEM the model needs: the error names the band and the fix
-    with pytest.raises(MissingBandError, match=r"band 'elevation'.*dem_collections"):
-        evaluate_model(str(out / "tiny-athabasca.json"), sample.catalog,
-                       collections=("HLSL30_2.0",), dem_collections=("no-such-dem",))
+
+
+def test_a_dem_clipped_to_the_outlines_is_refused(shared_data: Path, sample_cache: Path,
+                                                  tmp_path: Path) -> None:
+    # The sample DEM covers only the outlined glacier: its footprint is the label.
+    sample = athabasca_sample(shared_data, sample_cache)
+    req = TrainRequest(
+        name="leaky", outlines=sample.reference or "",
+        source=ChipSource(sample.catalog, ("red", "swir16", "elevation"), sample.start,
+                          sample.end, ("HLSS30_2.0",)),
+        aoi=",".join(map(str, sample.bbox)), folds=2,
+        grid=GridConfig.model_validate({"tile_size_px": 64, "resolution": 30.0, "halo_px": 16}),
+        train=TrainConfig(width=8, depth=2, chip_px=64, batch_size=2, steps=1), command="pytest")
+    with pytest.raises(LabelLeakError, match=r"'elevation' has data on 100% of the glacier"):
+        train_cv(req, str(tmp_path / "m"), cache=str(sample_cache / "chips"))
+    assert not (tmp_path / "m").exists()  # refused before any training
 
 
 def test_everest_catalog_reads_dn_over_255(shared_data: Path, sample_cache: Path) -> None:
@@ -143,3 +169,24 @@ def test_chips_on_dask_and_from_the_cache_are_identical(shared_data: Path, sampl
         np.testing.assert_array_equal(a.labels, b.labels)
         np.testing.assert_array_equal(a.labels, c.labels)
         assert a.glacier_pixels() > 0
+
+
+def test_stress_table_scores_every_method_on_the_same_held_out_pixels(trained) -> None:
+    result, out, sample = trained
+    base = Scene("HLS S30", sample.catalog, ("HLSS30_2.0",), sample.start, sample.end)
+    l30 = Scene("HLS L30", sample.catalog, ("HLSL30_2.0",), sample.start, sample.end)
+    shifts = [STRESS_SHIFTS[0], Shift("haze", "thick", {"level": 2.0}),
+              Shift("resolution", "60 m", {"factor": 2})]
+    rows = stress_test(str(out / "tiny-athabasca.json"), base, [l30], shifts=shifts)
+    assert [(r.shift, r.level) for r in rows] == [("none", "unshifted"), ("haze", "thick"),
+                                                 ("resolution", "60 m"), ("sensor", "HLS L30")]
+    pooled = result.metrics["held_out"]["pooled"]
+    # unshifted, the baselines score exactly as in the training evaluation: same pixels, engine
+    assert rows[0].iou["band-ratio"] == pytest.approx(pooled["band-ratio (fixed threshold)"]["iou"])
+    assert rows[0].iou["default"] == pytest.approx(
+        pooled["U-Net under the physics floor (held-out folds)"]["iou"])
+    assert all(0.0 < v <= 1.0 for r in rows for v in r.iou.values())
+    doc = summary(rows)
+    assert {"shifts", "default_mean_iou", "baseline_mean_iou", "worst_shift_margin"} <= set(doc)
+    assert doc["worst_shift_margin"] == pytest.approx(min(r.margin for r in rows), abs=1e-4)
+    assert markdown(rows).count("\n") == len(rows) + 1

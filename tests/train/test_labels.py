@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from shapely.geometry import box
 
+from glacierscale.core.grid import tile_bbox_lonlat
 from glacierscale.core.tiles import TileSpec
 from glacierscale.train.labels import (
     GLACIER_BIT,
@@ -62,3 +63,21 @@ def test_rules_are_validated() -> None:
         LabelRules(ring_px=-1)
     with pytest.raises(ValueError, match="known_within_m"):
         LabelRules(known_within_m=0.0)
+
+
+def test_a_box_kept_out_of_the_labels() -> None:
+    from glacierscale.core.tiles import TileSpec
+    from glacierscale.train.labels import excluded_pixels
+
+    tile = TileSpec.from_id("32645_0126_1797", 128, 30.0, 0)
+    w, s, e, n = tile_bbox_lonlat(tile)
+    mid = (w + e) / 2
+    mask = excluded_pixels(tile, [(w - 1.0, s - 1.0, mid, n + 1.0)])
+    # the western half of the tile (north up, columns west to east) and nothing else
+    assert mask[:, :60].all() and not mask[:, 68:].any()
+    assert not excluded_pixels(tile, []).any()
+    rules = LabelRules(exclude=((86.70, 27.90, 86.95, 28.05),))
+    assert rules.to_dict()["exclude"] == [[86.70, 27.90, 86.95, 28.05]]
+    assert "exclude" not in LabelRules().to_dict()  # chip caches of older rules stay valid
+    with pytest.raises(ValueError, match="W < E"):
+        LabelRules(exclude=((87.0, 27.9, 86.9, 28.0),))

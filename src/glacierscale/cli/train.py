@@ -1,6 +1,7 @@
-"""``glacierscale train`` and ``glacierscale evaluate-model``.
+"""``glacierscale train``, ``glacierscale evaluate-model`` and ``glacierscale stress-test``.
 
-Train by spatial cross-validation; judge a trained model on another scene of its area.
+Train by spatial cross-validation; judge a trained model on another scene of its area, and on
+its held-out folds under domain shifts.
 """
 
 from __future__ import annotations
@@ -34,6 +35,14 @@ def _date(text: str | None) -> date | None:
         raise typer.BadParameter(f"{text!r} is not a date; use YYYY-MM-DD") from exc
 
 
+def _box(text: str) -> tuple[float, float, float, float]:
+    try:
+        w, s, e, n = (float(v) for v in text.split(","))
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text!r} is not a W,S,E,N box of four numbers") from exc
+    return w, s, e, n
+
+
 def resolve_catalog(catalog: str) -> str:
     """A catalog URL/path, or the local catalog of a sample named ``sample:<name>``."""
     if not catalog.startswith("sample:"):
@@ -46,7 +55,7 @@ def resolve_catalog(catalog: str) -> str:
         from glacierscale.train import everest_sample
 
         return everest_sample(data, cache_dir()).catalog
-    from glacierscale.demo.sample import athabasca_sample
+    from glacierscale.demo import athabasca_sample
 
     return athabasca_sample(data, cache_dir()).catalog
 
@@ -120,10 +129,39 @@ def register(app: typer.Typer) -> None:
         ring_px: Annotated[int, typer.Option(help="uncertain ring at outlines, px per side")] = 1,
         known_within_m: Annotated[float | None, typer.Option(
             help="incomplete reference: label only within this distance of an outline")] = None,
+        exclude_box: Annotated[list[str] | None, typer.Option(
+            help="W,S,E,N lon/lat box with no training label (repeatable): an area kept for an "
+                 "independent test")] = None,
+        floor: Annotated[bool, typer.Option(
+            help="ship the network under the physics floor: band ratio / NDSI where it is "
+                 "unsure, its inputs are unlike its training pixels, or it contradicts clean "
+                 "ice far more than in training")] = False,
+        region_name: Annotated[str, typer.Option(
+            help="name of the labelled area in the card's training domain")] = "",
         augment: Annotated[bool, typer.Option(help="flips/rotations, brightness/contrast")] = True,
         nodata_dropout: Annotated[float, typer.Option(
             help="probability of blanking a strip of a training crop to no data (teaches the "
                  "network scene edges and cloud masks)")] = 0.25,
+        augment_gain: Annotated[float, typer.Option(
+            help="per-band gain jitter: gains drawn from [1 - x, 1 + x] (half of the crops)")]
+        = 0.0,
+        augment_offset: Annotated[float, typer.Option(
+            help="per-band offset jitter in reflectance, drawn from [-x, x] (half of the crops)")]
+        = 0.0,
+        augment_haze: Annotated[float, typer.Option(
+            help="haze of a level drawn from [0, x] (half of the crops; 1 is moderate haze)")]
+        = 0.0,
+        augment_illumination: Annotated[float, typer.Option(
+            help="probability of lighting a crop by synthetic terrain with cast shadows")] = 0.0,
+        augment_coarsen: Annotated[float, typer.Option(
+            help="probability of a crop at a coarser pixel size")] = 0.0,
+        augment_coarsen_factors: Annotated[str, typer.Option(
+            help="pixel-size factors of coarse crops, one drawn per crop, e.g. 2,4")] = "2",
+        augment_drop: Annotated[float, typer.Option(
+            help="probability of one of --augment-drop-bands missing from a crop")] = 0.0,
+        augment_drop_bands: Annotated[str, typer.Option(
+            help="bands that may be missing at inference, e.g. blue,nir,swir22 (the network "
+                 "then reads their training mean)")] = "",
         precision: Annotated[str, typer.Option(help="auto, fp32 or bf16")] = "auto",
         threads: Annotated[int, typer.Option(help="torch CPU threads (fixed: deterministic)")] = 1,
         cache: Annotated[str | None, typer.Option(help="chip cache URL (COGs), e.g. s3://b/chips")]
@@ -161,17 +199,25 @@ def register(app: typer.Typer) -> None:
                 aoi=aoi, folds=folds,
                 grid=GridConfig.model_validate({"tile_size_px": tile_size_px,
                                                 "resolution": resolution, "halo_px": halo_px}),
-                rules=LabelRules(ring_px=ring_px, known_within_m=known_within_m),
+                rules=LabelRules(ring_px=ring_px, known_within_m=known_within_m,
+                                 exclude=tuple(_box(b) for b in exclude_box or [])),
                 train=TrainConfig(width=width, depth=depth, chip_px=chip_px, steps=steps,
                                   batch_size=batch_size, lr=lr, indices=_split(indices),
                                   fill_nodata=fill_nodata,
                                   precision=precision,  # type: ignore[arg-type]
-                                  augment=Augment(enabled=augment,
-                                                  nodata=nodata_dropout)),
+                                  augment=Augment(
+                                      enabled=augment, nodata=nodata_dropout, gain=augment_gain,
+                                      offset=augment_offset, haze=augment_haze,
+                                      illumination=augment_illumination,
+                                      coarsen=augment_coarsen,
+                                      coarsen_factors=tuple(
+                                          int(f) for f in _split(augment_coarsen_factors)),
+                                      drop=augment_drop,
+                                      drop_bands=_split(augment_drop_bands))),
                 seeds=tuple(int(s) for s in _split(seeds)), region_column=region_column,
                 description=_text(description), limitations=_text(limitations),
                 command=" ".join(["glacierscale", *map(shlex.quote, sys.argv[1:])]),
-                catalog_name=catalog,
+                catalog_name=catalog, floor=floor, region_name=region_name,
             )
             with _dask(workers, scheduler) as client:
                 result = train_cv(req, out, client=client, cache=cache)
@@ -187,6 +233,50 @@ def register(app: typer.Typer) -> None:
                                "temperature": round(result.card.temperature, 4),
                                "held_out_iou": {k: round(v["iou"], 4) for k, v in rows.items()
                                                 if v["iou"] == v["iou"]}}))
+
+    @app.command("stress-test")
+    def stress_test_cmd(
+        model: Annotated[str, typer.Option(help="model name or card path of a model trained "
+                                           "with --floor")],
+        catalog: Annotated[str, typer.Option(help="STAC catalog (or sample:athabasca)")],
+        collections: Annotated[str, typer.Option(help="collections of the scene the shifts "
+                                                 "are applied to (the training scene)")],
+        sensors: Annotated[str, typer.Option(
+            help="comma-separated collections of other sensors over the same tiles")] = "",
+        start: Annotated[str | None, typer.Option(help="first date, YYYY-MM-DD")] = None,
+        end: Annotated[str | None, typer.Option(help="last date, YYYY-MM-DD")] = None,
+        record: Annotated[bool, typer.Option(
+            help="write the table into the model card (provenance.stress_test)")] = False,
+        threads: Annotated[int, typer.Option(help="torch CPU threads")] = 1,
+    ) -> None:
+        """The model's held-out folds under domain shifts (sensor, gain/offset, haze,
+        illumination, resolution, missing bands), beside its network alone, the band ratio and
+        the NDSI; prints the table and one JSON line."""
+        import torch
+
+        from glacierscale.train.stress import Scene, markdown, stress_test, summary
+
+        torch.set_num_threads(threads)
+        cat = resolve_catalog(catalog)
+
+        def scene(cols: str) -> Scene:
+            return Scene(cols, cat, _split(cols), _date(start), _date(end))
+
+        try:
+            rows = stress_test(model, scene(collections), [scene(c) for c in _split(sensors)])
+            if record:
+                from glacierscale.models.registry import CARDS_DIR, REGISTRY
+                from glacierscale.train.stress import record as record_rows
+
+                target = REGISTRY.get(model, "")
+                path = (str(CARDS_DIR / target.removeprefix("card:"))
+                        if target.startswith("card:") else model)
+                record_rows(path, rows, " ".join(["glacierscale",
+                                                  *map(shlex.quote, sys.argv[1:])]))
+        except ValueError as exc:
+            raise _fail(exc) from exc
+        typer.echo(markdown(rows))
+        typer.echo(json.dumps(summary(rows)))
 
     @app.command("evaluate-model")
     def evaluate_model_cmd(

@@ -1,7 +1,9 @@
 """Models: a registry of named segmentation models, their cards and safetensors weights.
 
 ``load_model("band-ratio")``, ``load_model("unet")`` or ``load_model("s3://bucket/m/card.json")``
-give a :class:`GlacierModel`: a :class:`ModelCard` plus ``logits(x)`` on normalised input.
+give a :class:`GlacierModel`: a :class:`ModelCard` plus ``logits(x)`` on normalised input. A
+trained card may put its network under a physics floor (:class:`PhysicsFloor`) and states its
+training domain (:func:`check_tile` tells whether a tile lies in it).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from glacierscale.models.calibration import (
     write_calibration,
 )
 from glacierscale.models.card import COMMON_BANDS, ModelCard
+from glacierscale.models.domain import Domain, DomainCheck, check_tile, domain_warning
 from glacierscale.models.ensemble import Ensemble
+from glacierscale.models.floor import FloorParams, PhysicsFloor, deferral_spread
 from glacierscale.models.registry import (
     REGISTRY,
     available_models,
@@ -30,15 +34,22 @@ from glacierscale.models.weights import PickleRefusedError, save_model
 __all__ = [
     "COMMON_BANDS",
     "REGISTRY",
+    "Domain",
+    "DomainCheck",
     "Ensemble",
+    "FloorParams",
     "GlacierModel",
     "ModelCard",
+    "PhysicsFloor",
     "PickleRefusedError",
     "SampledModel",
     "TorchModel",
     "UNet",
     "available_models",
     "build_network",
+    "check_tile",
+    "deferral_spread",
+    "domain_warning",
     "fit_temperature",
     "has_dropout",
     "load_card_model",

@@ -69,6 +69,7 @@ def _card(name: str, bands: tuple[str, str], params: dict[str, float], descripti
         classes=("glacier",), halo_px=0, params=params,
         weights_hash=params_hash(name, params), licence="Apache-2.0",
         description=description, provenance={"method": provenance},
+        domain={"notes": "physics: no training data, no region, sensor or season restriction"},
     )
 
 

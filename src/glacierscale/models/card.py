@@ -2,8 +2,9 @@
 
 A card is a small JSON (or YAML) document beside the weights: architecture and its parameters, the
 input bands in common names and their normalisation statistics, the classes, the recommended
-context (halo), the calibration temperature, training provenance, licence and a sha256 of the
-weights. Inside the program it is a frozen, hashable value.
+context (halo), the calibration temperature, training provenance, licence, a sha256 of the
+weights, the statistics of its physics floor and the domain it was trained on. Inside the
+program it is a frozen, hashable value.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ class ModelCard:
     provenance: Mapping[str, Any] = field(default_factory=dict, hash=False)
     licence: str = "unspecified"
     description: str = ""
+    #: the physics floor's statistics (:mod:`glacierscale.models.floor`); empty: no floor
+    floor: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    #: where the model was trained (:mod:`glacierscale.models.domain`); empty: not stated
+    domain: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         # Lists (from JSON) become tuples, dicts read-only mappings: the card stays a value.
@@ -64,6 +69,8 @@ class ModelCard:
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         object.__setattr__(self, "params", _frozen_mapping(self.params))
         object.__setattr__(self, "provenance", _frozen_mapping(self.provenance))
+        object.__setattr__(self, "floor", _frozen_mapping(self.floor))
+        object.__setattr__(self, "domain", _frozen_mapping(self.domain))
         self._validate()
 
     def _validate(self) -> None:

@@ -161,9 +161,15 @@ def load_card_model(card_url: str) -> GlacierModel:
     card = ModelCard.from_dict({**card.to_dict(),
                                 "weights_hash": W.card_weights_hash(card, hashes)})
     log.info("loaded model %s from %s (%d weight file(s))", card.tag, card_url, len(nets))
-    if len(nets) == 1:
-        return TorchModel(nets[0], card)
-    return Ensemble(nets, card)
+    model: GlacierModel = TorchModel(nets[0], card) if len(nets) == 1 else Ensemble(nets, card)
+    if card.floor:
+        # The network answers only where the floor trusts it (models.floor).
+        from glacierscale.models.floor import PhysicsFloor, floor_of
+
+        params = floor_of(card)
+        assert params is not None
+        model = PhysicsFloor(cast(nn.Module, model), card, params)
+    return model
 
 
 #: Placeholder normalisation for the seeded benchmark U-Net: typical reflectance and terrain ranges.

@@ -29,7 +29,13 @@ from numpy.typing import NDArray
 from glacierscale.core.grid import tile_bbox_lonlat
 from glacierscale.core.tiles import TileSpec
 from glacierscale.models import ModelCard
-from glacierscale.train.labels import UNKNOWN, LabelRules, make_labels, rasterize_outlines
+from glacierscale.train.labels import (
+    UNKNOWN,
+    LabelRules,
+    excluded_pixels,
+    make_labels,
+    rasterize_outlines,
+)
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +151,8 @@ def extract_chip(tile: TileSpec, source: ChipSource, geoms_wkb: Sequence[bytes],
     valid: NDArray[np.bool_] = np.asarray(np.isfinite(image).all(axis=0))
     glacier = rasterize_outlines([wkb.loads(g) for g in geoms_wkb], tile)
     labels = make_labels(glacier, valid, rules, resolution=tile.resolution, core=tile.core_slice)
+    if rules.exclude:
+        labels[excluded_pixels(tile, rules.exclude)] = UNKNOWN
     if not (labels != UNKNOWN).any():
         return None
     return Chip(tile, image, labels, item_ids)

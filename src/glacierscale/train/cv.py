@@ -31,6 +31,7 @@ from glacierscale.config import GridConfig, InferConfig
 from glacierscale.io import Store
 from glacierscale.models import Ensemble, ModelCard, TorchModel, save_model
 from glacierscale.train.chips import Chip, ChipSource, band_statistics, build_chips
+from glacierscale.train.domain_record import training_domain
 from glacierscale.train.evaluate import (
     Evaluation,
     calibrate,
@@ -38,8 +39,10 @@ from glacierscale.train.evaluate import (
     glacier_fraction,
     predict_mosaics,
 )
+from glacierscale.train.floor_fit import CVFloors, fit_cv_floors
 from glacierscale.train.folds import fold_members, spatial_folds
 from glacierscale.train.labels import LabelRules
+from glacierscale.train.leakage import check_no_label_leak
 from glacierscale.train.loop import TrainConfig, train_network
 from glacierscale.train.mosaic import build_mosaics
 from glacierscale.train.outputs import (
@@ -54,6 +57,7 @@ from glacierscale.train.scoring import POOLED, Tally, score
 log = logging.getLogger(__name__)
 
 UNET = "U-Net (held-out folds)"
+DEFAULT = "U-Net under the physics floor (held-out folds)"
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,10 @@ class TrainRequest:
     licence: str = "Apache-2.0"
     command: str = ""
     catalog_name: str = ""  # the catalog as the user named it (e.g. a preset), for the record
+    #: ship the network under the physics floor (models.floor), fitted from the training chips
+    floor: bool = False
+    #: the labelled area's name in the card's domain
+    region_name: str = ""
 
     def __post_init__(self) -> None:
         # Fail before minutes of chip extraction when an index needs a band that is not asked for.
@@ -187,6 +195,7 @@ def train_cv(req: TrainRequest, out: str, *, client: Any = None,
                          f"{req.folds} folds: use smaller tiles (--tile-size-px), a larger area "
                          "or fewer folds")
     t_chips = time.perf_counter() - t0
+    check_no_label_leak(chips, req.source.bands, outlines)
     card = _card(req, chips)
     k = req.folds
     regions = (tile_regions(chips, outlines, req.region_column) if req.region_column else None)
@@ -221,16 +230,31 @@ def train_cv(req: TrainRequest, out: str, *, client: Any = None,
         calibrated[f"{UNET}, mean of {len(req.seeds)} seeds"] = [
             np.mean([calibrated[f"{UNET}, seed {s}"][i] for s in req.seeds], axis=0)
             for i in range(len(mosaics))]
+    first = req.seeds[0]
+    floors: CVFloors | None = None
+    t_out = temps[first][0]
+    if req.floor:
+        floors = fit_cv_floors(chips, folds, k, nets[first], card, temps[first][0],
+                               temps[first][1], mosaics, icfg, seed=first,
+                               augment=req.train.augment)
+        calibrated[DEFAULT], t_out, _ = calibrate(floors.raw, mosaics, k)
     ev = evaluate_heldout(chips, bands, mosaics, k, calibrated, icfg,
                           calibrated=list(calibrated))
-    first = req.seeds[0]
     # The first seed's held-out probabilities before scaling: what the temperature corrected.
     uncal = score(mosaics, raw[first], k, calibrated=True)[POOLED]
     metrics = _metrics(req, ev, uncal, chips, folds, mosaics, temps, histories,
                        {"chips_s": round(t_chips, 1), "total_s": round(time.perf_counter() - t0,
                                                                         1)})
-    final = replace(card, temperature=temps[first][0], provenance=_provenance(req, chips, folds,
-                                                                             metrics))
+    if floors is not None:
+        metrics["floor"] = {"temperature": t_out, "rate": floors.shipped.rate,
+                            "rate_per_fold": [f.rate for f in floors.folds],
+                            "nll_ref": floors.shipped.mixture.nll_ref}
+    domain = training_domain(chips, req.source, req.grid.resolution,
+                             region=req.region_name or f"training area of {req.name}",
+                             excluded=req.rules.exclude)
+    final = replace(card, temperature=t_out, floor=floors.card_floor() if floors else {},
+                    domain=domain.to_dict(),
+                    provenance=_provenance(req, chips, folds, metrics))
     ensemble = Ensemble(nets[first], final)
     saved = save_model(ensemble, final, out)
     _write_outputs(out, req, saved, ev, uncal, histories, metrics)
@@ -295,7 +319,9 @@ def _provenance(req: TrainRequest, chips: list[Chip], folds: dict[str, int],
                                         "spatial stripes of whole tiles"),
                              "tile_folds": dict(sorted(folds.items()))},
         "normalisation": "mean/std of every band over the valid core pixels of all chips",
-        "temperature": "fitted on the held-out fold predictions (all folds pooled)",
+        "temperature": ("fitted on the held-out fold predictions (all folds pooled)"
+                        + ("; of the floored output, the network's own is floor.net_temperature"
+                           if req.floor else "")),
         "metrics_held_out_pooled": summary,
         "limitations": req.limitations,
     }
@@ -307,7 +333,8 @@ def _write_outputs(out: str, req: TrainRequest, card: ModelCard, ev: Evaluation,
     store = Store(out)
     store.write_bytes_atomic("metrics.json", json_bytes(metrics))
     store.write_bytes_atomic("curves.png", curves_png(histories, f"{req.name}: training curves"))
-    rel = {name: ev.reliability(name) for name in ev.tallies if name.startswith(UNET)}
+    rel = {name: ev.reliability(name) for name in ev.tallies
+           if name.startswith(UNET) or name == DEFAULT}
     rel["before temperature scaling"] = uncal.reliability()
     store.write_bytes_atomic("reliability.png", reliability_png(
         rel, f"{req.name}: held-out reliability"))

@@ -23,7 +23,7 @@ from pyproj import Transformer
 from rio_cogeo.cogeo import cog_translate
 from rio_cogeo.profiles import cog_profiles
 
-from glacierscale.demo.sample import SampleCatalog, build_once
+from glacierscale.demo import SampleCatalog, build_once
 
 SCENE = "LE71400412000304SGS00"
 COLLECTION = "landsat-7-etm-dn"

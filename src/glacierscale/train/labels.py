@@ -44,8 +44,17 @@ class LabelRules:
 
     ring_px: int = 1
     known_within_m: float | None = None
+    #: lon/lat boxes (W, S, E, N) with no label at all: areas kept out of training, e.g. for a
+    #: later independent test there
+    exclude: tuple[tuple[float, float, float, float], ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "exclude", tuple(
+            (float(b[0]), float(b[1]), float(b[2]), float(b[3])) for b in self.exclude))
+        for w, s, e, n in self.exclude:
+            if not (s < n and w < e):
+                raise ValueError(f"an excluded box is (W, S, E, N) with W < E and S < N, got "
+                                 f"{(w, s, e, n)}")
         if self.ring_px < 0:
             raise ValueError(f"ring_px must be >= 0, got {self.ring_px}")
         if self.known_within_m is not None and self.known_within_m <= 0:
@@ -53,7 +62,10 @@ class LabelRules:
                              f"got {self.known_within_m}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ring_px": self.ring_px, "known_within_m": self.known_within_m}
+        out: dict[str, Any] = {"ring_px": self.ring_px, "known_within_m": self.known_within_m}
+        if self.exclude:  # only when set, so caches of chips made without it stay valid
+            out["exclude"] = [list(b) for b in self.exclude]
+        return out
 
 
 def rasterize_outlines(geoms: Sequence[Any], tile: TileSpec) -> NDArray[np.bool_]:
@@ -93,6 +105,25 @@ def make_labels(glacier: NDArray[np.bool_], valid: NDArray[np.bool_], rules: Lab
         unknown |= ~inside
     labels[unknown] = UNKNOWN
     return labels
+
+
+def excluded_pixels(tile: TileSpec, boxes: Sequence[tuple[float, float, float, float]]
+                    ) -> NDArray[np.bool_]:
+    """Pixels of the tile's halo'd grid whose centre lies in any lon/lat box."""
+    out = np.zeros(tile.shape, dtype=bool)
+    if not boxes:
+        return out
+    from pyproj import Transformer
+
+    h, w = tile.shape
+    t = tile.transform
+    cols, rows = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    xs = t.c + cols * t.a + rows * t.b
+    ys = t.f + cols * t.d + rows * t.e
+    lon, lat = Transformer.from_crs(tile.crs, "EPSG:4326", always_xy=True).transform(xs, ys)
+    for west, south, east, north in boxes:
+        out |= (lon >= west) & (lon <= east) & (lat >= south) & (lat <= north)
+    return out
 
 
 def train_target(labels: NDArray[np.uint8]) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:

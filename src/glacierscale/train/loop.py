@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from glacierscale.models import ModelCard, build_network
-from glacierscale.train.augment import Augment
+from glacierscale.train.augment import Augment, coarsen
 from glacierscale.train.chips import Chip, normalise
 from glacierscale.train.labels import UNKNOWN, train_target
 
@@ -125,15 +125,18 @@ class ChipSampler:
         self.chips, self.chip_px, self.rng = list(chips), chip_px, rng
         self.p = weights / weights.sum()
 
-    def crop(self) -> tuple[Chip, NDArray[np.float32], NDArray[np.uint8]]:
+    def crop(self, size: int | None = None) -> tuple[Chip, NDArray[np.float32], NDArray[np.uint8]]:
+        """A random crop of ``size`` pixels (default ``chip_px``), padded with no data where the
+        chip is smaller."""
+        size = size or self.chip_px
         chip = self.chips[int(self.rng.choice(len(self.chips), p=self.p))]
-        img, lab = pad_to(chip.image, chip.labels, self.chip_px)
+        img, lab = pad_to(chip.image, chip.labels, size)
         h, w = lab.shape
         best = None
         for _ in range(_REDRAWS):
-            y = int(self.rng.integers(h - self.chip_px + 1))
-            x = int(self.rng.integers(w - self.chip_px + 1))
-            win = lab[y:y + self.chip_px, x:x + self.chip_px]
+            y = int(self.rng.integers(h - size + 1))
+            x = int(self.rng.integers(w - size + 1))
+            win = lab[y:y + size, x:x + size]
             share = float(train_target(win)[1].mean())
             if best is None or share > best[0]:
                 best = (share, y, x)
@@ -141,8 +144,7 @@ class ChipSampler:
                 break
         assert best is not None
         _, y, x = best
-        return (chip, img[:, y:y + self.chip_px, x:x + self.chip_px],
-                lab[y:y + self.chip_px, x:x + self.chip_px])
+        return chip, img[:, y:y + size, x:x + size], lab[y:y + size, x:x + size]
 
 
 def pad_to(image: NDArray[np.float32], labels: NDArray[np.uint8],
@@ -155,6 +157,21 @@ def pad_to(image: NDArray[np.float32], labels: NDArray[np.uint8],
     image = np.pad(image, ((0, 0), (0, ph), (0, pw)), constant_values=np.nan)
     labels = np.pad(labels, ((0, ph), (0, pw)), constant_values=UNKNOWN)
     return image, labels
+
+
+def _draw(sampler: ChipSampler, cfg: TrainConfig, bands: Sequence[str],
+          rng: np.random.Generator) -> tuple[NDArray[np.float32], NDArray[np.uint8]]:
+    """One augmented training crop; with probability ``augment.coarsen`` a crop ``k`` times the
+    size brought to ``k`` times the pixel size (``k`` drawn from ``augment.coarsen_factors``), so
+    the network also meets coarser imagery."""
+    aug = cfg.augment
+    if aug.enabled and aug.coarsen > 0 and float(rng.random()) < aug.coarsen:
+        k = int(aug.coarsen_factors[int(rng.integers(len(aug.coarsen_factors)))])
+        _, img, lab = sampler.crop(k * cfg.chip_px)
+        img, lab = coarsen(img, lab, k)
+    else:
+        _, img, lab = sampler.crop()
+    return aug.apply(img, lab, bands, rng)
 
 
 def masked_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
@@ -236,8 +253,7 @@ def train_network(chips: Sequence[Chip], card: ModelCard, cfg: TrainConfig, *,
         for step in range(1, cfg.steps + 1):
             items = []
             for _ in range(cfg.batch_size):
-                _, img, lab = sampler.crop()
-                items.append(cfg.augment.apply(img, lab, card.bands, rng))
+                items.append(_draw(sampler, cfg, card.bands, rng))
             x, t, w = _batch(items, card, dev)
             x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import date
 from typing import Any
 
@@ -20,6 +21,7 @@ from glacierscale.config import InferConfig
 from glacierscale.core.tiles import TileSpec
 from glacierscale.io import Store
 from glacierscale.models import ModelCard, TorchModel, load_model
+from glacierscale.models.floor import floored, fold_floors
 from glacierscale.train.chips import ChipSource, build_chips
 from glacierscale.train.cv import evaluation_markdown, read_reference
 from glacierscale.train.evaluate import (
@@ -36,9 +38,11 @@ log = logging.getLogger(__name__)
 
 HELD_OUT = "U-Net fold models (held-out folds)"
 ENSEMBLE = "U-Net ensemble (all folds; saw this area in training)"
+HELD_OUT_FLOOR = "U-Net fold models under the physics floor (held-out folds)"
+ENSEMBLE_FLOOR = "shipped model: ensemble under the physics floor (saw this area in training)"
 
 
-def _tiles(card: ModelCard) -> tuple[list[TileSpec], dict[str, int], int]:
+def card_tiles(card: ModelCard) -> tuple[list[TileSpec], dict[str, int], int]:
     prov = card.provenance
     try:
         grid = prov["grid"]
@@ -68,7 +72,7 @@ def evaluate_model(model: str, catalog: str, *, collections: Sequence[str] = (),
     """
     ens = load_model(model)
     card = ens.card
-    tiles, folds, k = _tiles(card)
+    tiles, folds, k = card_tiles(card)
     prov = card.provenance
     rules = rules or LabelRules(**dict(prov.get("label_rules", {})))
     ref_path = outlines or prov.get("data", {}).get("outlines")
@@ -89,12 +93,26 @@ def evaluate_model(model: str, catalog: str, *, collections: Sequence[str] = (),
     if len(members) != k:
         raise ValueError(f"model {card.name!r} has {len(members)} members for {k} folds")
     held = [m.empty() for m in mosaics]
+    floors = fold_floors(card)
+    held_floor = [m.empty() for m in mosaics]
     for f, net in enumerate(members):
         fold_chips = [c for c in chips if folds[c.tile_id] == f]
-        if fold_chips:
-            predict_mosaics(TorchModel(net, card), fold_chips, card.bands, mosaics, icfg, out=held)
+        if not fold_chips:
+            continue
+        if floors:
+            # The network alone at its own temperature; under the floor of its training folds.
+            alone = replace(card, temperature=floors[f].net_temperature, floor={})
+            predict_mosaics(TorchModel(net, alone), fold_chips, card.bands, mosaics, icfg,
+                            out=held)
+            predict_mosaics(floored(net, card, floors[f], card.temperature), fold_chips,
+                            card.bands, mosaics, icfg, out=held_floor)
+        else:
+            predict_mosaics(TorchModel(net, card), fold_chips, card.bands, mosaics, icfg,
+                            out=held)
     full = predict_mosaics(ens, chips, card.bands, mosaics, icfg)
     probs = {HELD_OUT: held, ENSEMBLE: full}
+    if floors:
+        probs = {HELD_OUT_FLOOR: held_floor, HELD_OUT: held, ENSEMBLE_FLOOR: full}
     ev = evaluate_heldout(chips, card.bands, mosaics, k, probs, icfg, calibrated=list(probs))
     items = sorted({i for c in chips for i in c.item_ids})
     meta = {"model": card.tag, "catalog": catalog, "collections": list(collections),
