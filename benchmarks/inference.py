@@ -1,6 +1,6 @@
 """Inference engine benchmark: seams, overhead, CPU fast path and MONAI side by side, in one run.
 
-Run from the repository root: ``python benchmarks/inference.py`` (about 5 minutes on 2 cores).
+Run from the repository root: ``python benchmarks/inference.py`` (about 10 minutes on 2 idle cores).
 Inputs are real: the Athabasca HLS S30 (Sentinel-2) bands and DEM from ../shared/data, resampled to
 10 m and mirrored to size. Models are the project's U-Net with seeded weights. Every figure is a
 ratio measured in the same run; the last line printed is one JSON object.
@@ -14,8 +14,14 @@ ratio measured in the same run; the last line printed is one JSON object.
    and accurate) against the naive NCHW fp32 path; explicit bf16 is measured for the record.
 4. MONAI ``sliding_window_inference`` (Gaussian, same model, window, overlap, batch size) on a
    4096 x 4096 x 13 input: output difference, throughput, and the peak memory each adds over its
-   process's baseline. MONAI is handed the materialised input tensor; glacierscale reads the same
-   input window by window from a tiled GeoTIFF and blends with MONAI's exact Gaussian weights.
+   process's baseline. The runtime (layout, precision) is chosen once, by the probe a run uses
+   (``runtime_choice``), and both sides get it, with the same threads. MONAI is handed the
+   materialised, normalised input tensor (reading and normalising it are not timed); glacierscale
+   runs its production function, ``predict_tiles``, reading the same input from a tiled GeoTIFF,
+   normalising and blending with MONAI's exact Gaussian weights, all timed. Both sides run with
+   the process settings the engine applies (threads, an allocator that keeps freed memory).
+   MONAI is also timed with its input in the runtime's memory format
+   (``monai_channels_last_input``); the speed ratio is against the faster of its two inputs.
    Memory and output come from one fresh process per side; speed is the best of that and of
    alternating rounds in one warm process (robust to load from other processes).
 """
@@ -29,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +45,9 @@ from rasterio.windows import Window
 
 from glacierscale.config import InferConfig, cache_dir, sample_data_dir
 from glacierscale.core.windows import MONAI, WindowLayout, taper_weights
-from glacierscale.infer import Runtime, predict_tile, resolve_runtime
+from glacierscale.infer import Runtime, RuntimeChoice, predict_tile, predict_tiles, select_runtime
+from glacierscale.infer.probe import set_layout
+from glacierscale.infer.runtime import keep_freed_memory
 from glacierscale.models import TorchModel, seeded_unet
 
 OPTICAL7 = ("blue", "green", "red", "nir", "swir16", "swir22", "elevation")
@@ -189,10 +196,10 @@ def set_format(model: TorchModel, channels_last: bool) -> None:
 
 def overhead_and_fast_path(model: TorchModel, image: np.ndarray, reps: int) -> dict[str, Any]:
     cfg = InferConfig()
-    fast = resolve_runtime(cfg)
+    fast = select_runtime(model, cfg).runtime(cfg)
     naive = Runtime(device="cpu", precision="fp32", channels_last=False, threads=fast.threads)
     bf16 = Runtime(device="cpu", precision="bf16", channels_last=True, threads=fast.threads)
-    set_format(model, True)
+    set_format(model, fast.channels_last)
     batches = raw_batches(model, image, cfg, fast)
     time_raw(model, batches[:1], fast)  # warm-up: oneDNN builds its kernels once per shape
     raw, eng, nai = [], [], []
@@ -202,9 +209,8 @@ def overhead_and_fast_path(model: TorchModel, image: np.ndarray, reps: int) -> d
         t, prob_fast = time_engine(model, image, cfg, fast)
         eng.append(t)
         if i % 2 == 0:  # the slow path, every other round
-            set_format(model, False)
             nai.append(time_engine(model, image, cfg, naive)[0])
-            set_format(model, True)
+            set_format(model, fast.channels_last)
     t_naive = min(nai)
     t_bf16, prob_bf16 = time_engine(model, image, cfg, bf16)
     assert prob_fast is not None
@@ -274,42 +280,68 @@ def _peak_rss() -> int:
     return _status_kb("VmHWM")
 
 
-def child(side: str, tif: str, out: str, width: int, batch: int, prefetch: int) -> None:
-    """One side of the MONAI comparison, in a fresh process; prints one JSON line."""
+def _monai_input(tif: str, model: TorchModel, channels_last: bool) -> torch.Tensor:
+    """The materialised, normalised input MONAI is handed (as its users do), optionally in the
+    runtime's memory format."""
+    with rasterio.open(tif) as src:
+        x = torch.from_numpy(src.read())[None]
+    c = len(model.card.bands)
+    x.sub_(torch.tensor(model.card.mean).view(1, c, 1, 1))
+    x.div_(torch.tensor(model.card.std).view(1, c, 1, 1))
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def _monai(model: TorchModel, x: torch.Tensor, batch: int, rt: Runtime) -> torch.Tensor:
     from monai.inferers import sliding_window_inference
 
+    dtype = rt.autocast_dtype
+
+    def predictor(b: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            return torch.sigmoid(model.logits(b).float())
+
+    with torch.inference_mode():
+        y = sliding_window_inference(x, (512, 512), batch, predictor, overlap=0.5,
+                                     mode="gaussian", sigma_scale=0.125)
+    assert isinstance(y, torch.Tensor)
+    return y
+
+
+def _ours(model: TorchModel, tif: str, cfg: InferConfig, rt: Runtime) -> np.ndarray:
+    """The production function on one tile read from the GeoTIFF (MONAI's Gaussian weights)."""
+    weights = taper_weights(cfg.window_px, "gaussian", **MONAI)
+    ((_, pred),) = predict_tiles(model, [(tif, GeoTiffTile(tif))], cfg, runtime=rt,
+                                 weights=weights)
+    return pred.prob
+
+
+def _setup(width: int, batch: int, runtime: str) -> tuple[TorchModel, InferConfig, Runtime]:
+    """The benchmark model in the run's runtime and the process settings the engine uses, for
+    both sides: torch threads as the runtime says and the allocator that reuses freed memory
+    (MONAI gains from it too; without it both lose to page faults on this machine)."""
     model = seeded_unet(bands=BANDS13, width=width)
-    set_format(model, True)
-    torch.set_num_threads(resolve_runtime(InferConfig()).threads or 1)
     cfg = InferConfig(batch_size=batch)
+    rt = RuntimeChoice.parse(runtime).runtime(cfg)
+    set_layout(model, rt.channels_last)
+    torch.set_num_threads(rt.threads or 1)
+    keep_freed_memory()
+    return model, cfg, rt
+
+
+def child(side: str, tif: str, out: str, width: int, batch: int, runtime: str) -> None:
+    """One side of the MONAI comparison, in a fresh process; prints one JSON line."""
+    model, cfg, rt = _setup(width, batch, runtime)
     with rasterio.Env(GDAL_CACHEMAX=64):
         base = _reset_peak_rss()
         if side == "ours":
             t0 = time.perf_counter()
-            # MONAI's own Gaussian (sigma = window / 8, floor 1e-3), so outputs are comparable.
-            rt = resolve_runtime(cfg)
-            if prefetch:
-                rt = replace(rt, prefetch=prefetch)
-            pred = predict_tile(model, GeoTiffTile(tif), cfg, runtime=rt,
-                                weights=taper_weights(512, "gaussian", **MONAI))
+            prob = _ours(model, tif, cfg, rt)
             seconds = time.perf_counter() - t0
-            prob = pred.prob
         else:
-            with rasterio.open(tif) as src:
-                x = torch.from_numpy(src.read())[None]  # materialised, as MONAI's users do
-            c = len(BANDS13)
-            x.sub_(torch.tensor(model.card.mean).view(1, c, 1, 1))
-            x.div_(torch.tensor(model.card.std).view(1, c, 1, 1))
-
-            def predictor(b: torch.Tensor) -> torch.Tensor:
-                return torch.sigmoid(model.logits(b))
-
+            x = _monai_input(tif, model, channels_last=False)
             t0 = time.perf_counter()
-            with torch.inference_mode():
-                y = sliding_window_inference(x, (512, 512), batch, predictor, overlap=0.5,
-                                             mode="gaussian", sigma_scale=0.125)
+            prob = _monai(model, x, batch, rt)[0, 0].numpy()
             seconds = time.perf_counter() - t0
-            prob = y[0, 0].numpy()
     peak = _peak_rss()
     np.save(out, prob)
     layout = WindowLayout.for_shape(prob.shape, 512, 0.5)
@@ -319,37 +351,27 @@ def child(side: str, tif: str, out: str, width: int, batch: int, prefetch: int) 
                       "added_mb": (peak - base) / 2**20}))
 
 
-def monai_rounds(tif: Path, width: int, batch: int, reps: int) -> dict[str, list[float]]:
-    """Extra throughput rounds in this process, alternating MONAI and glacierscale (windows/s).
+def monai_rounds(tif: Path, width: int, batch: int, reps: int, runtime: str
+                 ) -> dict[str, list[float]]:
+    """Throughput rounds in this process, alternating MONAI (its input NCHW, as its users hand it,
+    and in the runtime's memory format) and glacierscale (windows/s).
 
     Memory needs fresh processes, speed does not: short alternating rounds in one warm process
     are far less exposed to bursts of load from other processes on a shared machine.
     """
-    from monai.inferers import sliding_window_inference
-
-    model = seeded_unet(bands=BANDS13, width=width)
-    set_format(model, True)
-    cfg = InferConfig(batch_size=batch)
-    weights = taper_weights(512, "gaussian", **MONAI)
-    with rasterio.open(tif) as src:
-        x = torch.from_numpy(src.read())[None]
-    c = len(BANDS13)
-    x.sub_(torch.tensor(model.card.mean).view(1, c, 1, 1))
-    x.div_(torch.tensor(model.card.std).view(1, c, 1, 1))
+    model, cfg, rt = _setup(width, batch, runtime)
+    x = _monai_input(str(tif), model, channels_last=False)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
     n = WindowLayout.for_shape(x.shape[2:], 512, 0.5).n_windows
-    rates: dict[str, list[float]] = {"monai": [], "ours": [], "monai_cpu": [], "ours_cpu": []}
-
-    def monai() -> None:
-        with torch.inference_mode():
-            sliding_window_inference(x, (512, 512), batch,
-                                     lambda b: torch.sigmoid(model.logits(b)), overlap=0.5,
-                                     mode="gaussian", sigma_scale=0.125)
-
+    sides: dict[str, Any] = {
+        "monai": lambda: _monai(model, x, batch, rt),
+        "monai_channels_last_input": lambda: _monai(model, x_cl, batch, rt),
+        "ours": lambda: _ours(model, str(tif), cfg, rt),
+    }
+    rates: dict[str, list[float]] = {k: [] for s in sides for k in (s, f"{s}_cpu")}
     with rasterio.Env(GDAL_CACHEMAX=64):
-        tile = GeoTiffTile(str(tif))
         for _ in range(reps):
-            for side, run in (("monai", monai),
-                              ("ours", lambda: predict_tile(model, tile, cfg, weights=weights))):
+            for side, run in sides.items():
                 t0, c0 = time.perf_counter(), time.process_time()
                 run()
                 rates[side].append(n / (time.perf_counter() - t0))
@@ -360,34 +382,41 @@ def monai_rounds(tif: Path, width: int, batch: int, reps: int) -> dict[str, list
 
 def monai_side_by_side(size: int, width: int, batch: int, work: Path,
                        reps: int) -> dict[str, Any]:
-    """One fresh process per side for output and memory, then ``reps`` alternating in-process
-    rounds for speed: the best rate of each side counts."""
+    """The runtime a run would choose for the model, one fresh process per side for output and
+    memory, then ``reps`` alternating in-process rounds for speed: the best rate of each side
+    counts, MONAI's best over its two input layouts."""
     image = mirrored(athabasca_stack(BANDS13), size)
     tif = work / "tile13.tif"
     write_tile(image, tif)
+    choice = select_runtime(seeded_unet(bands=BANDS13, width=width),
+                            InferConfig(batch_size=batch), sample=image[:, :512, :512])
     del image
     runs: dict[str, list[dict[str, Any]]] = {"monai": [], "ours": []}
     for side in ("monai", "ours"):
         out = work / f"{side}.npy"
         proc = subprocess.run([sys.executable, __file__, "--child", side, "--tif", str(tif),
                                "--npy", str(out), "--width", str(width),
-                               "--batch", str(batch)],
+                               "--batch", str(batch), "--runtime", choice.token()],
                               capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"{side} run failed:\n{proc.stderr[-3000:]}")
         runs[side].append(json.loads(proc.stdout.strip().splitlines()[-1]))
     ours, theirs = np.load(work / "ours.npy"), np.load(work / "monai.npy")
-    rounds = monai_rounds(tif, width, batch, reps)
+    rounds = monai_rounds(tif, width, batch, reps, choice.token())
     speed = {s: max([r["windows_per_s"] for r in rs] + rounds[s]) for s, rs in runs.items()}
-    cpu = {s: max(rounds[f"{s}_cpu"]) for s in runs}
+    speed["monai_channels_last_input"] = max(rounds["monai_channels_last_input"])
+    cpu = {s: max(rounds[f"{s}_cpu"]) for s in ("ours", "monai", "monai_channels_last_input")}
     added = {s: max(r["added_mb"] for r in rs) for s, rs in runs.items()}
+    monai_best = max(speed["monai"], speed["monai_channels_last_input"])
+    monai_best_cpu = max(cpu["monai"], cpu["monai_channels_last_input"])
     return {
         "size": size, "bands": len(BANDS13), "unet_width": width, "batch_size": batch,
+        "runtime_choice": choice.to_dict(),
         "runs": runs, "rounds_windows_per_s": rounds, "windows_per_s": speed,
         "added_mb": added,
         "monai_max_abs_diff": float(np.abs(ours - theirs).max()),
-        "monai_speed_ratio": speed["ours"] / speed["monai"],
-        "monai_cpu_time_speed_ratio": cpu["ours"] / cpu["monai"],
+        "monai_speed_ratio": speed["ours"] / monai_best,
+        "monai_cpu_time_speed_ratio": cpu["ours"] / monai_best_cpu,
         "monai_memory_ratio": added["ours"] / added["monai"],
         "processed_pixels_per_output_pixel": WindowLayout.for_shape((size, size), 512,
                                                                     0.5).processed_ratio(),
@@ -402,16 +431,16 @@ def main() -> None:
     ap.add_argument("--monai-size", type=int, default=4096)
     ap.add_argument("--monai-width", type=int, default=8, help="U-Net width for the 4096 run")
     ap.add_argument("--reps", type=int, default=5, help="rounds for overhead and CPU paths")
-    ap.add_argument("--monai-reps", type=int, default=2, help="in-process speed rounds")
+    ap.add_argument("--monai-reps", type=int, default=3, help="in-process speed rounds")
     ap.add_argument("--child", choices=["ours", "monai"])
     ap.add_argument("--tif")
     ap.add_argument("--npy")
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--prefetch", type=int, default=0, help="engine prefetch depth (child)")
+    ap.add_argument("--runtime", default="cpu/fp32/channels_last", help="runtime token (child)")
     args = ap.parse_args()
     if args.child:
-        child(args.child, args.tif, args.npy, args.width, args.batch, args.prefetch)
+        child(args.child, args.tif, args.npy, args.width, args.batch, args.runtime)
         return
     out = Path(args.out)
     t0 = time.perf_counter()
@@ -450,6 +479,7 @@ def main() -> None:
         "monai_memory_ratio": round(mon["monai_memory_ratio"], 4),
         "monai_added_mb": {k: round(v, 1) for k, v in mon["added_mb"].items()},
         "monai_windows_per_s": {k: round(v, 2) for k, v in mon["windows_per_s"].items()},
+        "runtime_choice": mon["runtime_choice"],
         "cpu_fast_path_speedup": round(perf["cpu_fast_path_speedup"], 4),
         "cpu_runtime": perf["runtime"],
         "bf16_speedup_vs_fast_path": round(perf["bf16_speedup_vs_fast_path"], 4),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 
@@ -16,6 +17,7 @@ from glacierscale.cluster import (
     local_kwargs,
     make_cluster,
     resolve,
+    task_threads,
     tile_resources,
     worker_resources,
 )
@@ -110,3 +112,26 @@ def test_annotated_tiles_land_on_gpu_workers_at_most_tiles_per_gpu_at_once() -> 
 def test_address_kind_starts_nothing() -> None:
     with make_cluster(ClusterSpec(kind="address", address="tcp://127.0.0.1:1")) as (c, addr):
         assert c is None and addr == "tcp://127.0.0.1:1"
+
+
+def test_tasks_share_the_cores_instead_of_multiplying_them() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert task_threads(ClusterSpec(n_workers=1, threads_per_worker=1)) == cores
+    assert task_threads(ClusterSpec(n_workers=cores, threads_per_worker=1)) == 1
+    assert task_threads(ClusterSpec(n_workers=4 * cores, threads_per_worker=2)) == 1
+    assert task_threads(ClusterSpec(kind="kubernetes", worker_cpu="8", threads_per_worker=2)) == 4
+    assert task_threads(ClusterSpec(kind="kubernetes", worker_cpu="500m")) == 1
+    assert task_threads(ClusterSpec(kind="address", address="tcp://h:1")) is None
+    env = local_kwargs(ClusterSpec(n_workers=1, env={"OMP_NUM_THREADS": "3"}))["env"]
+    assert env["GDAL_NUM_THREADS"] == env["GLACIERSCALE_TORCH_THREADS"] == str(cores)
+    assert env["OMP_NUM_THREADS"] == "3", "an explicit worker environment wins"
+    assert "env" not in local_kwargs(ClusterSpec(processes=False)), "threads share one process"
+
+
+def test_a_plugin_that_cannot_set_up_fails_the_cluster_start() -> None:
+    from glacierscale.infer.worker import ModelPlugin
+
+    spec = ClusterSpec(n_workers=1, processes=False, dashboard_address=None)
+    with pytest.raises(ValueError, match="unknown model 'no-such-model'"), \
+            make_cluster(spec, plugins=[ModelPlugin("no-such-model")]):
+        pass

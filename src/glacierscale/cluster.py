@@ -9,13 +9,20 @@ GPU placement uses Dask *resources*: GPU workers advertise ``GPU=<tiles_per_gpu>
 that run the model ask for ``GPU=1`` (``tile_resources``). A GPU worker then runs at most
 ``tiles_per_gpu`` model-bound tiles at once, while its other threads stay free for I/O-heavy work
 that asks for no resource.
+
+Each worker holds the run's model once, prepared for the run's runtime: pass
+``plugins=[ModelPlugin(...)]`` (``glacierscale.infer.worker``) to :func:`make_cluster`, which
+registers them on the scheduler so present and future workers run their setup. CPU threads are
+shared out, not multiplied: a task uses :func:`task_threads` cores for torch, BLAS and GDAL, so
+workers x Dask threads x those threads never exceed the cores (local worker processes also get
+them in their environment before they start, which is what BLAS reads).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -163,6 +170,41 @@ def tile_resources(spec: ClusterSpec) -> dict[str, float] | None:
     return {GPU_RESOURCE: 1.0} if spec.gpu_workers else None
 
 
+def _local_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _cpu_quantity(value: str) -> float:
+    """A Kubernetes CPU quantity ("4", "500m") in cores."""
+    return float(value[:-1]) / 1000 if value.endswith("m") else float(value)
+
+
+def task_threads(spec: ClusterSpec) -> int | None:
+    """CPU threads one task of a worker may use (torch, BLAS, GDAL): the worker's cores divided
+    by its Dask threads, so that nothing is oversubscribed. None where this side cannot know the
+    workers' cores (an existing scheduler): each worker then divides its own cores."""
+    tpw = spec.threads_per_worker
+    if spec.kind == "local":
+        cores = _local_cores()
+        workers = spec.n_workers or max(1, cores // tpw)
+        return max(1, cores // (workers * tpw))
+    if spec.kind == "kubernetes":
+        return max(1, int(_cpu_quantity(spec.worker_cpu)) // tpw)
+    if spec.kind == "slurm":
+        return 1  # one process per job, one Dask thread per core
+    return None
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Environment that holds a worker process's thread pools to ``threads`` from its start."""
+    n = str(threads)
+    return {"GLACIERSCALE_TORCH_THREADS": n, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n,
+            "OPENBLAS_NUM_THREADS": n, "GDAL_NUM_THREADS": n}
+
+
 def _resource_args(spec: ClusterSpec) -> list[str]:
     res = worker_resources(spec)
     return ["--resources", ",".join(f"{k}={v:g}" for k, v in res.items())] if res else []
@@ -275,25 +317,45 @@ def local_kwargs(spec: ClusterSpec) -> dict[str, Any]:
     if spec.n_workers is not None:
         kw["n_workers"] = spec.n_workers
     elif spec.kind == "local":
-        kw["n_workers"] = max(1, (os.cpu_count() or 1) // spec.threads_per_worker)
+        kw["n_workers"] = max(1, _local_cores() // spec.threads_per_worker)
     if spec.processes:
         # Loopback only by default; a thread-based LocalCluster refuses a host argument.
         kw["host"] = "127.0.0.1"
+        threads = task_threads(spec)
+        if threads is not None:
+            # Read by the worker process at start (BLAS sizes its pool at import).
+            kw["env"] = {**thread_env(threads), **spec.env}
     res = worker_resources(spec)
     if res:
         kw["resources"] = res
     return kw
 
 
+def register_plugins(address: str, plugins: Sequence[Any]) -> None:
+    """Register worker plugins on the scheduler at ``address``: every present worker runs their
+    setup now (an error there, e.g. an unknown model, is raised here), every future one at start."""
+    if not plugins:
+        return
+    from distributed import Client
+
+    with Client(address, set_as_default=False) as client:
+        for plugin in plugins:
+            client.register_plugin(plugin)
+
+
 @contextmanager
-def make_cluster(spec: ClusterSpec | None = None) -> Iterator[tuple[Any | None, str]]:
+def make_cluster(spec: ClusterSpec | None = None, *,
+                 plugins: Sequence[Any] = ()) -> Iterator[tuple[Any | None, str]]:
     """Start (or connect to) the cluster of ``spec``; yield ``(cluster or None, address)``.
 
-    The cluster is closed on exit; for ``kind="address"`` nothing is started or stopped.
+    ``plugins`` (Dask worker plugins, e.g. ``glacierscale.infer.worker.ModelPlugin`` holding the
+    run's model) are registered before the address is handed out. The cluster is closed on exit;
+    for ``kind="address"`` nothing is started or stopped.
     """
     spec = resolve(spec or ClusterSpec())
     if spec.kind == "address":
         assert spec.address is not None
+        register_plugins(spec.address, plugins)
         yield None, spec.address
         return
     cluster: Any
@@ -329,10 +391,22 @@ def make_cluster(spec: ClusterSpec | None = None) -> Iterator[tuple[Any | None, 
         raise ValueError(f"unknown cluster kind {spec.kind!r}")
     log.info("Dask cluster %s at %s", type(cluster).__name__, cluster.scheduler_address)
     try:
+        register_plugins(cluster.scheduler_address, plugins)
         yield cluster, cluster.scheduler_address
     except BaseException:
         # Cancelled or crashed: stop now rather than wait for running tiles to drain; finished
         # tiles are already stored and a rerun resumes from them.
-        cluster.close(timeout=5)
+        _close(cluster, timeout=5)
         raise
-    cluster.close()
+    _close(cluster)
+
+
+def _close(cluster: Any, timeout: float | None = None) -> None:
+    """Stop ``cluster``; a stop that outlives its timeout (workers slow to exit on a loaded
+    machine) is logged, not raised: by then every result is stored, and the processes go with the
+    nanny that owns them."""
+    try:
+        cluster.close(timeout=timeout) if timeout is not None else cluster.close()
+    except TimeoutError as exc:  # asyncio.TimeoutError is TimeoutError since Python 3.11
+        log.warning("the Dask cluster did not stop in time (%s); its workers are left to exit",
+                    type(exc).__name__)

@@ -67,6 +67,10 @@ class InferConfig(BaseModel):
     threshold: float = Field(0.5, gt=0.0, lt=1.0)
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    runtime: str = Field("", description="device/precision/layout the run's tiles use, e.g. "
+                         "cpu/fp32/channels_last; empty: the static choice for the machine "
+                         "and `precision`",
+                         pattern=r"^((cpu|cuda)/(fp32|bf16|fp16)/(channels_last|nchw))?$")
 
 
 class RunConfig(BaseModel):
@@ -115,6 +119,8 @@ class RunConfig(BaseModel):
         volatile = {"out", "run_id", "workers", "threads_per_worker", "scheduler",
                     "tiles_per_task", "reference"}
         payload = self.model_dump(mode="json", exclude=volatile)
+        if not payload["infer"]["runtime"]:
+            del payload["infer"]["runtime"]  # unset: tokens stay those of earlier versions
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -32,11 +31,12 @@ from glacierscale.core.grid import core_mask, tile_bbox_lonlat
 from glacierscale.core.redact import redact
 from glacierscale.core.tiles import TileSpec
 from glacierscale.infer import predict_tile
+from glacierscale.infer.worker import worker_model
 from glacierscale.inventory import vectorize_tile
 from glacierscale.io import Provenance, Store, tile_complete, write_tile_outputs
 from glacierscale.io.outputs import encode_mask
 from glacierscale.load import DEM_BANDS, MissingBandError, configure_cloud_reads, load_tile
-from glacierscale.models import GlacierModel, load_model
+from glacierscale.models import GlacierModel, check_tile
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +53,21 @@ class TileResult:
     glacier_km2: float = 0.0
     item_ids: tuple[str, ...] = ()
     cloud_masked: bool | None = None  # None: not loaded (skipped, no scenes)
+    #: why the tile lies outside its model's training domain; empty: inside (or not mapped)
+    out_of_domain: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"tile_id": self.tile_id, "status": self.status, "reason": self.reason,
                 "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
                 "glacier_km2": round(self.glacier_km2, 4), "item_ids": list(self.item_ids),
-                "cloud_masked": self.cloud_masked}
+                "cloud_masked": self.cloud_masked, "out_of_domain": list(self.out_of_domain)}
 
 
-@lru_cache(maxsize=4)
 def cached_model(name: str) -> GlacierModel:
-    # One model instance per worker process: loading weights per tile would dominate small tiles.
-    return load_model(name)
+    """The process's one instance of model ``name``: the one a worker's
+    :class:`~glacierscale.infer.worker.ModelPlugin` loaded and prepared at its start, else loaded
+    here once (loading weights per tile would dominate small tiles)."""
+    return worker_model(name)[0]
 
 
 def _provenance(cfg: RunConfig, model: GlacierModel, item_ids: Sequence[str]) -> Provenance:
@@ -104,7 +107,9 @@ def process_tile(tile: TileSpec, cfg: RunConfig) -> TileResult:
 
 
 def _process(tile: TileSpec, cfg: RunConfig, seconds: dict[str, float]) -> TileResult:
-    model = cached_model(cfg.model)
+    # The worker's prepared model in the run's runtime (device, precision, layout: chosen once
+    # per run, see run.fix_runtime; threads: the worker's share of the cores)
+    model, runtime = worker_model(cfg.model, cfg.infer, cfg.infer.runtime or None)
     bands = tuple(model.card.bands)
     with _stage(seconds, "search"):
         source = open_catalog(cfg.catalog)
@@ -124,9 +129,11 @@ def _process(tile: TileSpec, cfg: RunConfig, seconds: dict[str, float]) -> TileR
                           f"<= {cfg.max_cloud_cover:g}%)", seconds)
     store = Store(cfg.out)
     provenance = _provenance(cfg, model, [i.id for i in optical])
+    outside = _out_of_domain(model, bbox, optical, cfg.grid.resolution)
     if tile_complete(store, tile.tile_id, provenance.token(tile.tile_id)):
         # same tile, same input scenes, same model and settings: the outputs stand
-        return TileResult(tile.tile_id, "skipped", "valid outputs already exist", seconds)
+        return TileResult(tile.tile_id, "skipped", "valid outputs already exist", seconds,
+                          out_of_domain=outside)
     with _stage(seconds, "load"):
         configure_cloud_reads()
         # Threads, not the distributed client: this already runs inside a Dask task, and the
@@ -139,7 +146,7 @@ def _process(tile: TileSpec, cfg: RunConfig, seconds: dict[str, float]) -> TileR
         return TileResult(tile.tile_id, "no-data", "no valid pixels in the tile core", seconds,
                           item_ids=provenance.input_ids, cloud_masked=cloud_masked)
     with _stage(seconds, "infer"):
-        pred = predict_tile(model, image, cfg.infer)
+        pred = predict_tile(model, image, cfg.infer, runtime=runtime)
     # Along a UTM zone border the neighbouring zone's tile owns part of this square: leave it
     # nodata here so no ground is mapped (and counted) twice.
     prob = np.where(core_mask(tile), pred.prob[tile.core_slice], np.nan).astype("float32")
@@ -159,7 +166,20 @@ def _process(tile: TileSpec, cfg: RunConfig, seconds: dict[str, float]) -> TileR
             properties={"glacierscale:cloud_masked": cloud_masked,
                         "glacierscale:scene_selection": selection.report()})
     return TileResult(tile.tile_id, "done", "", seconds, glacier_km2, provenance.input_ids,
-                      cloud_masked)
+                      cloud_masked, outside)
+
+
+def _out_of_domain(model: GlacierModel, bbox: tuple[float, float, float, float],
+                   items: Sequence[Any], resolution_m: float) -> tuple[str, ...]:
+    """Why the tile lies outside the model's training domain (empty: inside): the run counts
+    such tiles and warns once, since nothing measured vouches for the model there."""
+    check = check_tile(model.card, bbox,
+                       collections=[i.collection_id for i in items if i.collection_id],
+                       platforms=[str(i.properties["platform"]) for i in items
+                                  if i.properties.get("platform")],
+                       resolution_m=resolution_m,
+                       dates=[i.datetime.date() for i in items if i.datetime is not None])
+    return check.reasons
 
 
 def _date_window(cfg: RunConfig, bbox: tuple[float, float, float, float]

@@ -23,6 +23,7 @@ from glacierscale.core.redact import redact
 from glacierscale.inventory import evaluate
 from glacierscale.inventory.build import union_footprints
 from glacierscale.io import Store, gdal_env_for
+from glacierscale.models import domain_warning
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,11 @@ def render_report(cfg: RunConfig, records: Sequence[dict[str, Any]], timings: di
                   "(no SCL, QA_PIXEL or Fmask): clouds there are not masked, and bright cloud can "
                   "be mapped as ice. Tiles: " + ", ".join(unmasked[:20])
                   + (" ..." if len(unmasked) > 20 else ""), ""]
+    domain = domain_warning(cfg.model, [r.get("out_of_domain", ()) for r in records
+                                        if r["status"] in ("done", "skipped")])
+    if domain:
+        lines += ["## Model domain", "", domain + " (the model card says where it was trained).",
+                  ""]
     groups = failure_groups(records)
     if groups:
         lines += ["## Failed tiles, by cause", "", "| tiles | cause | examples (tile: asset) |",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,9 +26,12 @@ from glacierscale.config import RunConfig
 from glacierscale.core.redact import redact, redact_obj
 from glacierscale.core.tiles import TileSpec
 from glacierscale.io import Store
+from glacierscale.models import domain_warning
 from glacierscale.pipeline import TileResult, cached_model
 from glacierscale.plan import plan_tiles
 from glacierscale.preflight import Preflight, preflight
+
+log = logging.getLogger(__name__)
 
 
 def plan(cfg: RunConfig) -> list[TileSpec]:
@@ -98,8 +102,11 @@ class RunSummary:
 
 
 def finalize(cfg: RunConfig, results: Sequence[TileResult],
-             timings: dict[str, float]) -> RunSummary:
+             timings: dict[str, float], *, client: Any | None = None) -> RunSummary:
     """Merge this run's tiles into the inventory, then write manifest, report and quicklook.
+
+    With a Dask ``client`` (the run's cluster, kept up for this) the merge runs on that cluster;
+    without one, in this process. The inventory is the same either way, row for row.
 
     Reads what the tiles wrote (not what the workers returned), so tiles finished by an earlier,
     interrupted run of the same plan and settings count (they come back as ``skipped``); tiles of
@@ -113,6 +120,10 @@ def finalize(cfg: RunConfig, results: Sequence[TileResult],
 
     store = Store(cfg.out)
     results = [redacted(r) for r in results]
+    warning = domain_warning(cfg.model, [r.out_of_domain for r in results
+                                         if r.status in ("done", "skipped")])
+    if warning:
+        log.warning("%s", warning)  # once per run; the report repeats it
     finished = [r.tile_id for r in results if r.status in ("done", "skipped")]
     ours = {r.tile_id for r in results}
     other_tiles = sum(1 for t in finished_tiles(store) if t not in ours)
@@ -125,7 +136,8 @@ def finalize(cfg: RunConfig, results: Sequence[TileResult],
         else None
     # Written even when no tile finished: an inventory left by another run must not pass for
     # this one's (that run's tiles stay, and `glacierscale merge` rebuilds from them).
-    rebuild_inventory(cfg.out, reference=rgi, date_pred=cfg.end, tile_ids=finished)
+    merged = rebuild_inventory(cfg.out, reference=rgi, date_pred=cfg.end, tile_ids=finished,
+                               client=client)
     inventory = read_geoparquet(store, INVENTORY_KEY)
     timings["merge"] = time.perf_counter() - t0
     records = [r.to_dict() for r in results]
@@ -141,6 +153,7 @@ def finalize(cfg: RunConfig, results: Sequence[TileResult],
         "config_token": cfg.token(),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "other_tiles_ignored": other_tiles,
+        "inventory_merged_by": merged["merged_by"],
         "tiles": records,
     })
     store.write_bytes_atomic("manifest.json", json.dumps(manifest, indent=1).encode())
@@ -155,5 +168,12 @@ def finalize(cfg: RunConfig, results: Sequence[TileResult],
                            quicklook="quicklook.png" if png is not None else None,
                            other_tiles=other_tiles)
     store.write_bytes_atomic("report.md", report.encode())
+    # Temporary objects of writers killed in this run or an interrupted earlier one: a dead
+    # writer's at once, anyone's once older than any write lasts (live uploads are kept).
+    try:
+        store.clean_tmp()
+    except Exception as exc:  # a leftover is hidden from listings: it must not fail the run
+        log.warning("could not remove temporary objects: %s", redact(str(exc)))
     return RunSummary(redact(cfg.out), manifest["tiles"], report, png, evaluation, n, km2,
                       other_tiles)
+

@@ -151,3 +151,31 @@ def test_thread_count_is_fixed_by_the_runtime() -> None:
         set_cpu_threads(None)
         torch.set_num_threads(before)
     assert resolve_runtime(_cfg(device="cpu")).threads == probe_capabilities().cpu_threads
+
+
+def test_cpu_threads_never_exceed_what_the_process_was_given(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dask's worker processes start with OMP_NUM_THREADS=1: torch must not widen that to every
+    core (a local cluster would run workers x cores threads on its cores)."""
+    import os
+
+    from glacierscale.infer.runtime import _cpu_threads, available_cores
+
+    cores = available_cores()
+    assert 1 <= cores <= len(os.sched_getaffinity(0))
+    monkeypatch.delenv("GLACIERSCALE_TORCH_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert _cpu_threads() == 1
+    monkeypatch.setenv("GLACIERSCALE_TORCH_THREADS", str(cores + 7))
+    assert _cpu_threads() == cores, "never more threads than cores"
+    monkeypatch.delenv("GLACIERSCALE_TORCH_THREADS")
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert _cpu_threads() == cores
+    gdal_before, torch_before = os.environ.get("GDAL_NUM_THREADS"), torch.get_num_threads()
+    set_cpu_threads(1)
+    try:
+        assert os.environ["GDAL_NUM_THREADS"] == "1" and torch.get_num_threads() == 1
+    finally:
+        set_cpu_threads(None)
+        torch.set_num_threads(torch_before)
+    assert os.environ.get("GDAL_NUM_THREADS") == gdal_before

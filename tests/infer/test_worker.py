@@ -1,4 +1,5 @@
-"""One model per Dask worker process: the plugin loads it once; tasks reuse it."""
+"""One prepared model per Dask worker process: registered with the cluster, loaded and prepared
+once, tasks reuse it, and its threads are the worker's share of the cores."""
 
 from __future__ import annotations
 
@@ -6,44 +7,94 @@ import os
 
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
+import torch
+from distributed import Client
 
+from glacierscale.cluster import ClusterSpec, make_cluster, task_threads
 from glacierscale.config import InferConfig
-from glacierscale.infer import predict_tile
-from glacierscale.infer.worker import ModelPlugin, loaded_models, worker_model
+from glacierscale.infer import RuntimeChoice, predict_tile, predict_tiles
+from glacierscale.infer.worker import (
+    ModelPlugin,
+    choose_run_runtime,
+    loaded_models,
+    worker_model,
+    worker_threads,
+)
 from glacierscale.models import load_model
 
 pytestmark = pytest.mark.integration
 
-
-def _task(seed: int) -> tuple[int, int, list[str], str, np.ndarray]:
-    model, rt = worker_model("band-ratio")
-    img = np.random.default_rng(seed).uniform(0.05, 0.5, (2, 48, 48)).astype(np.float32)
-    pred = predict_tile(model, img, InferConfig(window_px=32), runtime=rt)
-    return os.getpid(), id(model), loaded_models(), rt.device, pred.prob
+CFG = InferConfig(window_px=32)
+CHOICE = "cpu/fp32/channels_last"
 
 
-def test_plugin_loads_once_per_worker_and_tasks_share_it() -> None:
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=":0",
-                      ) as cluster, Client(cluster) as client:
-        client.register_plugin(ModelPlugin("band-ratio", InferConfig(device="cuda")))
-        results = client.gather(client.map(_task, [0, 1, 2], pure=False))
-    pids = {r[0] for r in results}
-    assert len(pids) == 1 and os.getpid() not in pids, "ran in the worker process"
-    assert len({r[1] for r in results}) == 1, "one model instance served every task"
-    assert all(r[2] == ["band-ratio"] for r in results)
-    assert all(r[3] == "cpu" for r in results), "no GPU here: the plugin fell back to CPU"
+def _img(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0.05, 0.5, (2, 48, 48)).astype(np.float32)
+
+
+def _task(seeds: list[int]) -> dict[str, object]:
+    """What a tile batch does on a worker: the held model, the run's runtime, many tiles."""
+    from glacierscale.infer.prepared import prepare
+
+    model, rt = worker_model("band-ratio", CFG, CHOICE)
+    preds = dict(predict_tiles(model, ((s, _img(s)) for s in seeds), CFG, runtime=rt))
+    return {"pid": os.getpid(), "model": id(model), "prepared": id(prepare(model, rt, 32,
+                                                                             "gaussian")),
+            "loaded": loaded_models(), "rt": rt, "torch_threads": torch.get_num_threads(),
+            "env": {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "GDAL_NUM_THREADS")},
+            "probs": {s: p.prob for s, p in preds.items()}}
+
+
+def test_cluster_registers_the_plugin_and_tasks_share_one_prepared_model() -> None:
+    spec = ClusterSpec(n_workers=1, threads_per_worker=2, dashboard_address=None)
+    plugin = ModelPlugin("band-ratio", CFG.model_copy(update={"device": "cuda"}),
+                         runtime=CHOICE, threads=task_threads(spec))
+    with make_cluster(spec, plugins=[plugin]) as (_, address), Client(address) as client:
+        results = client.gather(client.map(_task, [[0, 1], [2], [3, 4]], pure=False))
+    assert len({r["pid"] for r in results}) == 1 and os.getpid() != results[0]["pid"]
+    assert len({r["model"] for r in results}) == 1, "one model instance served every task"
+    assert len({r["prepared"] for r in results}) == 1, "prepared once, at worker start"
+    assert all(r["loaded"] == ["band-ratio"] for r in results)
+    rt = results[0]["rt"]
+    assert rt.choice() == RuntimeChoice.parse(CHOICE) and rt.device == "cpu"  # type: ignore[attr-defined]
+    # Two Dask threads on this worker share its cores: each task gets cores // 2 torch threads.
+    assert results[0]["torch_threads"] == task_threads(spec)
     local = load_model("band-ratio")
-    for seed, r in zip([0, 1, 2], results, strict=True):
-        img = np.random.default_rng(seed).uniform(0.05, 0.5, (2, 48, 48)).astype(np.float32)
-        expected = predict_tile(local, img, InferConfig(window_px=32)).prob
-        np.testing.assert_array_equal(r[4], expected)
+    for r in results:
+        for seed, prob in r["probs"].items():  # type: ignore[attr-defined]
+            np.testing.assert_array_equal(prob, predict_tile(local, _img(seed), CFG).prob)
 
 
-def test_worker_model_without_a_plugin_loads_and_caches_in_process() -> None:
+def test_local_workers_never_oversubscribe_the_cores() -> None:
+    """As many single-threaded workers as cores: one torch/BLAS/GDAL thread each."""
+    cores = len(os.sched_getaffinity(0))
+    spec = ClusterSpec(n_workers=cores, threads_per_worker=1, dashboard_address=None)
+    with make_cluster(spec, plugins=[ModelPlugin("band-ratio", CFG, runtime=CHOICE)]) \
+            as (_, address), Client(address) as client:
+        info = client.run(lambda: (torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS"),
+                                   os.environ.get("GDAL_NUM_THREADS")))
+    assert len(info) == cores and set(info.values()) == {(1, "1", "1")}
+
+
+def test_worker_model_without_a_plugin_loads_prepares_and_caches_in_process() -> None:
     a, rt = worker_model("ndsi")
-    b, _ = worker_model("ndsi")
-    assert a is b and rt.device in ("cpu", "cuda:0") and "ndsi" in loaded_models()
+    b, rt2 = worker_model("ndsi")
+    assert a is b and rt == rt2 and rt.device in ("cpu", "cuda:0") and "ndsi" in loaded_models()
+    c, rt3 = worker_model("ndsi", runtime="cpu/fp32/nchw")
+    assert c is a and not rt3.channels_last, "another runtime re-prepares the same instance"
+
+
+def test_the_run_runtime_is_measured_once_with_the_held_model() -> None:
+    choice = choose_run_runtime("band-ratio", CFG, budget_s=0.2, threads=1)
+    assert choice.device == "cpu" and choice.precision == "fp32"
+    assert choice.evidence["threads"] == 1
+    model, rt = worker_model("band-ratio", CFG, choice)
+    assert rt.choice() == choice and model is worker_model("band-ratio")[0]
+
+
+def test_threads_per_task_share_the_cores() -> None:
+    assert worker_threads(2, cores=8) == 4 and worker_threads(16, cores=8) == 1
+    assert worker_threads(None, cores=3) == 3
 
 
 def test_workers_spread_over_shared_gpus_but_respect_dask_cuda_pinning() -> None:

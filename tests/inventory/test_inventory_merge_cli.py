@@ -122,3 +122,29 @@ def test_merge_without_reference_keeps_contract_columns(tmp_path: Path,
     res = CliRunner().invoke(_app(), ["merge", "--out", str(tmp_path / "run"),
                                       "--date-pred", "30/10/2020"])
     assert res.exit_code != 0 and "YYYY-MM-DD" in res.output
+
+
+def test_merge_cli_on_a_scheduler_equals_the_one_process_merge(tmp_path: Path,
+                                                               shared_data: Path) -> None:
+    """``--scheduler``: merge and RGI identity on a cluster of two worker processes."""
+    from distributed import LocalCluster
+
+    ref_path = str(shared_data / "everest" / "15_rgi60_glacier_outlines.gpkg")
+    out = str(tmp_path / "run")
+    store = Store(out)
+    _write_run(store, read_outlines(ref_path))
+    res = CliRunner().invoke(_app(), ["merge", "--out", out, "--reference", ref_path])
+    assert res.exit_code == 0, res.output
+    assert "(single process)" in res.output
+    single = read_geoparquet(store, "inventory/glaciers.parquet")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        res = CliRunner().invoke(_app(), ["merge", "--out", out, "--reference", ref_path,
+                                          "--scheduler", cluster.scheduler_address])
+        assert res.exit_code == 0, res.output
+        assert "(cluster of 2 workers)" in res.output
+    spread = read_geoparquet(store, "inventory/glaciers.parquet")
+    assert list(single.rgi_id) == list(spread.rgi_id) and len(single) == 86
+    assert single.geometry.geom_equals_exact(spread.geometry, 0.0, align=False).all()
+    pd.testing.assert_frame_equal(pd.DataFrame(single.drop(columns="geometry")),
+                                  pd.DataFrame(spread.drop(columns="geometry")))

@@ -6,7 +6,7 @@ The work is ``glacierscale.inventory.build.rebuild_inventory``; this module only
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -39,18 +39,30 @@ def register(app: typer.Typer) -> None:
             help="extra formats, comma-separated: gpkg, fgb, geojson")] = "",
         min_area_m2: Annotated[float, typer.Option(help="drop glaciers smaller than this")]
         = 5000.0,
+        scheduler: Annotated[str | None, typer.Option(
+            help="merge on the Dask cluster at this scheduler address (its workers must "
+                 "reach --out); default: in this process. The inventory is the same")] = None,
     ) -> None:
         """Rebuild inventory/glaciers.parquet from tiles/*/outlines.parquet of a run."""
+        from contextlib import nullcontext
+
         from glacierscale.inventory.build import rebuild_inventory
 
-        result = rebuild_inventory(
-            out, reference=reference, intersects=intersects,
-            date_pred=_parse_date(date_pred, "--date-pred"),
-            date_ref=_parse_date(date_ref, "--date-ref"),
-            exports=[e.strip().lower() for e in export.split(",") if e.strip()],
-            min_area_m2=min_area_m2)
+        if scheduler:
+            from distributed import Client
+
+            connect: Any = Client(scheduler, set_as_default=False)
+        else:
+            connect = nullcontext(None)
+        with connect as client:
+            result = rebuild_inventory(
+                out, reference=reference, intersects=intersects,
+                date_pred=_parse_date(date_pred, "--date-pred"),
+                date_ref=_parse_date(date_ref, "--date-ref"),
+                exports=[e.strip().lower() for e in export.split(",") if e.strip()],
+                min_area_m2=min_area_m2, client=client)
         typer.echo(f"merged {result['tiles_merged']} tiles -> {result['glaciers']} glaciers, "
-                   f"{result['area_km2']:.3f} km²")
+                   f"{result['area_km2']:.3f} km² ({result['merged_by']})")
         if result["tiles_unfinished"]:
             typer.echo(f"{result['tiles_unfinished']} tile(s) without item.json were left out "
                        "(unfinished)", err=True)

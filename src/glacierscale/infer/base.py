@@ -1,4 +1,4 @@
-"""What the engines share: the prediction value, input checks and the prefetching thread."""
+"""What the engines share: the prediction value, tile inputs, failures, the prefetching thread."""
 
 from __future__ import annotations
 
@@ -47,6 +47,27 @@ class Prediction:
         if self.uncertainty is None:
             return self.prob[None], ("probability",)
         return np.stack([self.prob, self.uncertainty]), ("probability", "uncertainty")
+
+
+#: What a tile's read may raise without stopping the other tiles (reported to ``on_error``).
+ToleratedErrors: tuple[type[Exception], ...] = (Exception,)
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A tile that dropped out: its key and why (handed to the caller's ``on_error``)."""
+
+    key: Any
+    error: Exception
+
+
+def open_tile(model: GlacierModel, source: Any) -> Any:
+    """The (C, H, W) array-like of a tile: ``source`` itself, or what it returns when it is a
+    deferred read (a callable without arguments, run by the engine where reading overlaps the
+    device's work), checked against the model's bands."""
+    image = source() if callable(source) and not hasattr(source, "shape") else source
+    check_image(model, image)
+    return image
 
 
 def check_image(model: GlacierModel, image: Any) -> None:

@@ -7,6 +7,10 @@ normalised by its (cached, device-resident) weight sum and copied back asynchron
 next batch runs. At 50 % overlap this moves 2.25x fewer bytes to the device than shipping windows,
 and leaves the host nothing to do per window: what a GPU needs to stay busy.
 
+Tiles may be deferred reads (callables): they are read on the prefetching thread, so reading and
+decoding the next tiles overlaps the device's work through a bounded queue; a tile whose read
+fails drops out (reported to ``on_error``) and the others go on.
+
 The same code runs on the CPU (``Runtime(device_windows=True)``), where it gives bit-identical
 results to the host-window engine; that is how its logic is tested on machines without a GPU.
 """
@@ -22,7 +26,7 @@ import torch
 
 from glacierscale.config import InferConfig
 from glacierscale.core.windows import WindowLayout, reflect_pad
-from glacierscale.infer.base import Prediction, check_image, prefetched
+from glacierscale.infer.base import Failed, Prediction, ToleratedErrors, open_tile, prefetched
 from glacierscale.infer.prepared import Prepared
 from glacierscale.infer.runtime import activate
 
@@ -55,8 +59,10 @@ class _Done:
 class DeviceEngine:
     """One engine run over device-resident tiles."""
 
-    def __init__(self, prep: Prepared, cfg: InferConfig) -> None:
+    def __init__(self, prep: Prepared, cfg: InferConfig,
+                 on_error: Callable[[Any, Exception], None] | None = None) -> None:
         self.prep, self.cfg, self.rt = prep, cfg, prep.rt
+        self.on_error = on_error
         self.k = cfg.window_px
         self.dev = self.rt.torch_device
         self.with_unc = prep.sampled
@@ -65,7 +71,7 @@ class DeviceEngine:
 
     # -- producer: tiles to the device, windows into batches --------------------------------------
     def _load(self, key: Any, image: Any) -> tuple[_DevTile, list[tuple[int, int]]]:
-        check_image(self.prep.model, image)
+        image = open_tile(self.prep.model, image)
         layout = WindowLayout.for_shape((int(image.shape[1]), int(image.shape[2])), self.k,
                                         self.cfg.overlap)
         arr = np.asarray(image, dtype=np.float32)
@@ -97,11 +103,15 @@ class DeviceEngine:
         return tile, runs
 
     def _batches(self, tiles: Iterable[tuple[Any, Any]]
-                 ) -> Iterator[tuple[list[_DevTile], list[tuple[_DevTile, int, int]]]]:
+                 ) -> Iterator[tuple[list[_DevTile], list[tuple[_DevTile, int, int]]] | Failed]:
         entries: list[tuple[_DevTile, int, int]] = []
         new: list[_DevTile] = []
         for key, image in tiles:
-            tile, runs = self._load(key, image)
+            try:
+                tile, runs = self._load(key, image)
+            except ToleratedErrors as exc:  # the tile drops out before any window is batched
+                yield Failed(key, exc)
+                continue
             new.append(tile)
             for r, c in runs:
                 entries.append((tile, r, c))
@@ -199,8 +209,13 @@ class DeviceEngine:
         pending: list[_Done] = []
         try:
             with torch.inference_mode():
-                for new, entries in batches:
-                    finished = self._launch(new, entries)
+                for item in batches:
+                    if isinstance(item, Failed):
+                        if self.on_error is None:
+                            raise item.error
+                        self.on_error(item.key, item.error)
+                        continue
+                    finished = self._launch(*item)
                     # Hand back tiles of the previous batch while the device runs this one.
                     for done in pending:
                         yield self._result(done)

@@ -9,11 +9,16 @@ default) reads and packs windows on the host, so lazy inputs are never materiali
 device-tile engine (:mod:`glacierscale.infer.device`, the CUDA default) sends each tile to the
 device once and cuts, normalises, blends and accumulates windows there: 2.25x fewer bytes over
 PCIe at 50 % overlap and no per-window host work, which is what keeps a GPU busy.
+
+:func:`predict_tiles` is the production path: a worker hands it the tiles it has in hand (arrays,
+lazy readers, or deferred reads that the engine runs itself), with the run's runtime, and gets
+each tile's prediction back as soon as it is complete. The model is prepared once per process
+and runtime (see :func:`glacierscale.infer.prepared.prepare`), however many calls follow.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
@@ -32,23 +37,33 @@ __all__ = ["Prediction", "predict_tile", "predict_tiles"]
 
 
 def predict_tiles(model: GlacierModel, tiles: Iterable[tuple[K, Any]], cfg: InferConfig, *,
-                  runtime: Runtime | None = None,
-                  weights: np.ndarray | None = None) -> Iterator[tuple[K, Prediction]]:
-    """Predict many tiles, packing windows of consecutive tiles into shared batches.
+                  runtime: Runtime | None = None, weights: np.ndarray | None = None,
+                  on_error: Callable[[K, Exception], None] | None = None,
+                  ) -> Iterator[tuple[K, Prediction]]:
+    """Predict many tiles, packing windows of consecutive tiles into shared, full batches.
 
-    ``tiles`` yields ``(key, image)`` with ``image`` a (C, H, W) array in ``model.card.bands``
-    order (any array-like sliceable by windows: numpy, memory map, dask). Tiles are consumed lazily
+    ``tiles`` yields ``(key, source)``. ``source`` is a (C, H, W) array in ``model.card.bands``
+    order (any array-like sliceable by rows: numpy, memory map, dask, or a reader with
+    ``read_into``), or a deferred read: a callable without arguments returning one, which the
+    engine calls when it needs the tile (on GPU runtimes on a background thread, so reading and
+    decoding the next tiles overlaps inference through a bounded queue). Tiles are consumed lazily
     and each ``(key, Prediction)`` is yielded, in input order, as soon as its last window is done,
     so memory does not grow with the number or size of tiles.
 
-    ``runtime`` replaces the device/precision choice made from ``cfg`` (e.g. the runtime
-    :func:`glacierscale.infer.worker.worker_model` returns); ``weights``, a positive
+    A tile whose read or check fails drops out: ``on_error(key, exc)`` is called (in the caller's
+    thread, as soon as the failure is found) and the other tiles go on; without ``on_error`` the
+    exception propagates. Errors raised by the ``tiles`` iterator itself always propagate.
+
+    ``runtime`` replaces the device/precision choice made from ``cfg``: a run passes the one its
+    :class:`~glacierscale.infer.runtime.RuntimeChoice` gives on the worker (see
+    :func:`glacierscale.infer.worker.worker_model`); ``weights``, a positive
     ``(window_px, window_px)`` map, replaces the ``cfg.blend`` taper (e.g.
     ``taper_weights(512, "gaussian", **MONAI)`` for MONAI's exact Gaussian).
     """
     rt = runtime or resolve_runtime(cfg)
     prep = prepare(model, rt, cfg.window_px, cfg.blend, weights)
-    engine = DeviceEngine(prep, cfg) if prep.rt.device_windows else HostEngine(prep, cfg)
+    engine: DeviceEngine | HostEngine = (DeviceEngine(prep, cfg, on_error) if prep.rt.device_windows
+                                        else HostEngine(prep, cfg, on_error))
     yield from engine.run(tiles)
 
 

@@ -1,15 +1,21 @@
 """A model made ready for one runtime, and the per-batch device work of the engine.
 
-Preparing moves the network to its device in eval mode and channels_last, optionally compiles it,
-and puts the card's normalisation and the window weights on the device. ``run`` takes one host
+Preparing moves the network to its device in eval mode and in the runtime's memory format,
+optionally compiles it, and puts the card's normalisation and the window weights on the device;
+it happens once per model state, runtime and window geometry in a process (:func:`prepare`
+caches), so a worker that predicts many batches of tiles prepares its model once, while a model
+whose weights changed since (validation during training) is prepared again. ``run`` takes one host
 batch through copy, normalisation, autocast forward, temperature, sigmoid, sample statistics and
 weighting; on CUDA every step is asynchronous and the copies use pinned memory and a side stream.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import logging
-import weakref
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,37 +24,26 @@ import torch
 from torch import nn
 
 from glacierscale.core.windows import BlendKind, taper_weights
+from glacierscale.infer.fold import folded_model
+from glacierscale.infer.probe import (
+    BF16_MAX_FLIPS,
+    BF16_MAX_MEAN_DIFF,
+    bf16_accuracy,
+    passes_gates,
+    probe_input,
+    reduced_precision_accuracy,
+    set_layout,
+)
 from glacierscale.infer.runtime import Runtime, log_once
 from glacierscale.infer.uncertainty import samples_of
-from glacierscale.models import GlacierModel
+from glacierscale.models import GlacierModel, deferral_spread
 
-#: bf16 chosen automatically must move probabilities less than this on average ...
-BF16_MAX_MEAN_DIFF = 5e-3
-#: ... and flip at most this fraction of 0.5-threshold decisions, on the probe input.
-BF16_MAX_FLIPS = 1e-3
+__all__ = ["BF16_MAX_FLIPS", "BF16_MAX_MEAN_DIFF", "Prepared", "bf16_accuracy", "prepare"]
 
-_COMPILED: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
-
-
-def _probe_input(channels: int, size: int = 128, seed: int = 0) -> torch.Tensor:
-    """A smooth, seeded, normalised-scale random field: imagery-like spatial structure."""
-    gen = torch.Generator().manual_seed(seed)
-    coarse = torch.randn(2, channels, size // 16, size // 16, generator=gen)
-    x = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear",
-                                        align_corners=False)
-    return x + 0.2 * torch.randn(x.shape, generator=gen)
-
-
-def bf16_accuracy(fn: Any, channels: int, device: torch.device) -> tuple[float, float]:
-    """(mean |p_bf16 - p_fp32|, fraction of flipped 0.5 decisions) of ``fn`` on the probe input."""
-    x = _probe_input(channels).to(device)
-    with torch.inference_mode():
-        p32 = torch.sigmoid(fn(x).float())
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            p16 = torch.sigmoid(fn(x).float())
-    diff = float((p16 - p32).abs().mean())
-    flips = float(((p16 >= 0.5) != (p32 >= 0.5)).float().mean())
-    return diff, flips
+#: Prepared models of this process, most recently used last (a worker holds one or two).
+_PREPARED: OrderedDict[tuple[Any, ...], Prepared] = OrderedDict()
+_PREPARED_MAX = 4
+_PREPARED_LOCK = threading.Lock()
 
 
 @dataclass
@@ -67,6 +62,9 @@ class Prepared:
     weights_np: np.ndarray
     weights: torch.Tensor
     copy_stream: Any = None
+    #: ``fn`` gives 2K samples: the model's K, then the answer each one deferred from (a model
+    #: with ``paired_sample_logits``, e.g. a physics floor); only the first K make the probability
+    paired: bool = False
 
     @property
     def normalise_on_host(self) -> bool:
@@ -93,15 +91,26 @@ class Prepared:
         dtype = rt.autocast_dtype
         with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             s = self.fn(x)
-        p = torch.sigmoid(s[:, :, 0].float() / self.temperature)  # (K, n, k, k)
+        s = s[:, :, 0].float()
+        if self.temperature != 1.0:  # x / 1 == x exactly: skipping it changes no bit
+            s = s / self.temperature
+        p = torch.sigmoid(s)  # (K, n, k, k), a new tensor: the steps below work in place
+        alt = None
+        if self.paired:  # the model's samples, then the answer each deferred from
+            p, alt = p.chunk(2)
         prob = p.mean(dim=0) if p.shape[0] > 1 else p[0]
-        unc = p.std(dim=0, correction=0) if self.sampled else None
+        if alt is not None:
+            unc: torch.Tensor | None = deferral_spread(p, alt)
+        else:
+            unc = p.std(dim=0, correction=0) if self.sampled else None
         if valid is not None:
-            nan = torch.tensor(float("nan"), device=p.device)
-            prob = torch.where(valid, prob, nan)
-            unc = torch.where(valid, unc, nan) if unc is not None else None
-        prob = prob * self.weights
-        unc = unc * self.weights if unc is not None else None
+            invalid = ~valid
+            prob.masked_fill_(invalid, float("nan"))
+            if unc is not None:
+                unc.masked_fill_(invalid, float("nan"))
+        prob.mul_(self.weights)
+        if unc is not None:
+            unc.mul_(self.weights)
         return prob, unc
 
     def run(self, host: torch.Tensor, valid: torch.Tensor | None
@@ -144,55 +153,97 @@ class Prepared:
 
 
 def _forward_fn(model: GlacierModel, rt: Runtime) -> Any:
+    net = folded_model(model, rt.torch_device) if rt.fold_bn else model
+    if net is not model:
+        set_layout(net, rt.channels_last)
+
+    paired = getattr(net, "paired_sample_logits", None)
+
     def fn(x: torch.Tensor) -> torch.Tensor:
-        return samples_of(model, x)
+        return paired(x) if paired is not None else samples_of(net, x)
 
     if not rt.compile:
         return fn
     backend = rt.compile if isinstance(rt.compile, str) else "inductor"
-    per_model = _COMPILED.setdefault(model, {})
-    if backend not in per_model:
-        # Windows always have the same shape: a static graph avoids recompiles.
-        per_model[backend] = torch.compile(fn, backend=backend, dynamic=False)
-    return per_model[backend]
+    # Windows always have the same shape: a static graph avoids recompiles. Compiled once per
+    # preparation, which prepare() caches.
+    return torch.compile(fn, backend=backend, dynamic=False)
+
+
+def _state(model: GlacierModel) -> tuple[tuple[int, int], ...]:
+    """Identity and version of every parameter and buffer: any in-place update (an optimiser
+    step, batch-norm statistics) or replacement changes it, so a stale preparation is never
+    reused."""
+    if not isinstance(model, nn.Module):
+        return ()
+    return tuple((id(t), t._version) for t in itertools.chain(model.parameters(),
+                                                                model.buffers()))
 
 
 def prepare(model: GlacierModel, rt: Runtime, window_px: int, blend: BlendKind,
             weights: np.ndarray | None = None) -> Prepared:
-    """Move ``model`` to the runtime's device (in place for torch modules) and settle precision.
+    """``model`` ready for ``rt``: on its device (in place for torch modules), in its memory
+    format and precision; the same object for the same model, runtime and window geometry.
 
     ``weights`` (``(window_px, window_px)``) replaces the ``blend`` taper when given.
     """
+    w = _window_weights(window_px, blend, weights)
+    key = (id(model), rt, window_px, hashlib.sha1(w.tobytes()).hexdigest(), _state(model))
+    with _PREPARED_LOCK:
+        hit = _PREPARED.get(key)
+        if hit is not None and hit.model is model:
+            _PREPARED.move_to_end(key)
+            if isinstance(model, nn.Module):
+                # Another runtime of the same model may have moved or reformatted it since.
+                model.to(hit.rt.torch_device)
+                set_layout(model, hit.rt.channels_last)
+            return hit
+        prep = _prepare(model, rt, w)
+        _PREPARED[key] = prep
+        while len(_PREPARED) > _PREPARED_MAX:
+            _PREPARED.popitem(last=False)
+        return prep
+
+
+def _window_weights(window_px: int, blend: BlendKind, weights: np.ndarray | None) -> np.ndarray:
+    if weights is None:
+        return taper_weights(window_px, blend)
+    w = np.ascontiguousarray(weights, dtype=np.float32)
+    if w.shape != (window_px, window_px) or not (np.isfinite(w).all() and (w > 0).all()):
+        raise ValueError(f"weights must be a positive finite ({window_px}, {window_px}) "
+                         f"map, got shape {w.shape}")
+    return w
+
+
+def _prepare(model: GlacierModel, rt: Runtime, w: np.ndarray) -> Prepared:
     card = model.card
     if isinstance(model, nn.Module):
         model.eval()
         model.to(rt.torch_device)
-        if rt.channels_last:
-            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        set_layout(model, rt.channels_last)
     if rt.precision != "fp32" and not getattr(model, "autocast_ok", True):
         log_once(logging.INFO, f"model {card.name!r} runs in fp32: its band arithmetic is not "
                  "accurate enough in reduced precision")
         rt = rt.fp32()
-    if rt.precision == "bf16" and rt.precision_auto and not rt.is_cuda:
-        diff, flips = bf16_accuracy(lambda x: model.logits(x), len(card.bands), rt.torch_device)
-        if diff > BF16_MAX_MEAN_DIFF or flips > BF16_MAX_FLIPS:
-            log_once(logging.INFO, f"model {card.name!r} runs in fp32 on CPU: bf16 moved "
-                     f"probabilities by {diff:.2e} on average and flipped {flips:.2%} of decisions")
+    if rt.precision != "fp32" and rt.precision_auto:
+        # Chosen by the machine, not asked for: kept only where accurate enough on this model.
+        x = probe_input(len(card.bands)).to(rt.torch_device)
+        dtype = rt.autocast_dtype
+        assert dtype is not None
+        diff, flips = reduced_precision_accuracy(model, x, dtype)
+        if not passes_gates(diff, flips):
+            log_once(logging.INFO, f"model {card.name!r} runs in fp32 on {rt.device}: "
+                     f"{rt.precision} moved probabilities by {diff:.2e} on average and flipped "
+                     f"{flips:.2%} of decisions")
             rt = rt.fp32()
     dev = rt.torch_device
     c = len(card.bands)
     mean = torch.tensor(card.mean, dtype=torch.float32).view(1, c, 1, 1).to(dev)
     std = torch.tensor(card.std, dtype=torch.float32).view(1, c, 1, 1).to(dev)
-    if weights is None:
-        w = taper_weights(window_px, blend)
-    else:
-        w = np.ascontiguousarray(weights, dtype=np.float32)
-        if w.shape != (window_px, window_px) or not (np.isfinite(w).all() and (w > 0).all()):
-            raise ValueError(f"weights must be a positive finite ({window_px}, {window_px}) "
-                             f"map, got shape {w.shape}")
     return Prepared(
         model=model, rt=rt, fn=_forward_fn(model, rt),
-        sampled=hasattr(model, "sample_logits"), mean=mean, std=std,
+        sampled=hasattr(model, "sample_logits"),
+        paired=hasattr(model, "paired_sample_logits"), mean=mean, std=std,
         mean_np=mean.cpu().numpy()[0], std_np=std.cpu().numpy()[0],
         temperature=float(card.temperature), weights_np=w,
         weights=torch.from_numpy(w).to(dev),

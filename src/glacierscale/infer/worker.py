@@ -1,9 +1,13 @@
-"""One model instance per Dask worker process, pinned to the worker's GPU under dask-cuda.
+"""One prepared model per Dask worker process, pinned to the worker's GPU under dask-cuda.
 
-Register :class:`ModelPlugin` on a client and every worker (present and future) loads the model
-once at start; tasks fetch it with :func:`worker_model`. Outside a plugin-equipped worker
-:func:`worker_model` loads and caches the model in the process, so the same task code runs in a
-plain local session.
+:func:`glacierscale.cluster.make_cluster` registers :class:`ModelPlugin` on the scheduler, so
+every worker (present and future) loads the run's model once at start, prepares it for the run's
+:class:`~glacierscale.infer.runtime.RuntimeChoice` (device, memory layout, precision, weights on
+the device) and limits torch, MKL and GDAL to the worker's share of the cores; tasks fetch the
+model and runtime with :func:`worker_model` and hand them to
+:func:`glacierscale.infer.predict_tiles`. Outside a plugin-equipped worker :func:`worker_model`
+loads and prepares the model in the process, once, so the same task code runs in a plain local
+session.
 
 dask-cuda starts one worker per GPU and rotates ``CUDA_VISIBLE_DEVICES`` so that each worker's own
 GPU is ``cuda:0``; the plugin then runs on ``cuda:0`` and logs which physical GPU that is. Without
@@ -16,15 +20,20 @@ import logging
 import os
 import threading
 import zlib
+from dataclasses import dataclass
 from typing import Any
 
-import torch
+import numpy as np
 from distributed import WorkerPlugin
 
 from glacierscale.config import InferConfig
+from glacierscale.infer.prepared import prepare
+from glacierscale.infer.probe import select_runtime
 from glacierscale.infer.runtime import (
     Runtime,
+    RuntimeChoice,
     activate,
+    cpu_threads,
     probe_capabilities,
     resolve_runtime,
     set_cpu_threads,
@@ -33,14 +42,23 @@ from glacierscale.models import GlacierModel, load_model
 
 log = logging.getLogger("glacierscale.infer")
 
-_MODELS: dict[str, tuple[GlacierModel, Runtime]] = {}
+
+@dataclass(frozen=True)
+class _Held:
+    model: GlacierModel
+    rt: Runtime
+    choice: RuntimeChoice | None
+
+
+_MODELS: dict[str, _Held] = {}
 _LOCK = threading.Lock()
 
 
-def _worker_threads(nthreads: int | None) -> int:
-    """Torch CPU threads per task so that Dask threads x torch threads fill, not oversubscribe,
-    the cores this process may use."""
-    cores = probe_capabilities().cpu_threads
+def worker_threads(nthreads: int | None, cores: int | None = None) -> int:
+    """CPU threads per task so that Dask threads x torch threads fill, not oversubscribe, the
+    cores this process may use (``cores``: default the process's CPU threads, see
+    :func:`glacierscale.infer.runtime.cpu_threads`)."""
+    cores = cores or probe_capabilities().cpu_threads
     return max(cores // max(nthreads or 1, 1), 1)
 
 
@@ -55,59 +73,100 @@ def gpu_for(worker_name: object, cfg: InferConfig, gpus: int, visible: str | Non
     return cfg.model_copy(update={"device": f"cuda:{index % gpus}"})
 
 
-def _load(name: str, cfg: InferConfig, threads: int | None) -> tuple[GlacierModel, Runtime]:
-    rt = resolve_runtime(cfg, threads=threads)
-    model = load_model(name)
-    if isinstance(model, torch.nn.Module):
-        model.to(rt.torch_device)
-    activate(rt)
-    return model, rt
+def _as_choice(runtime: RuntimeChoice | str | None) -> RuntimeChoice | None:
+    return RuntimeChoice.parse(runtime) if isinstance(runtime, str) else runtime
+
+
+def _hold(name: str, cfg: InferConfig, choice: RuntimeChoice | None,
+          model: GlacierModel | None = None) -> _Held:
+    """Load (unless given) and prepare ``name`` for ``choice`` (or the static choice of ``cfg``)
+    on this process's device and threads."""
+    rt = choice.runtime(cfg) if choice is not None else resolve_runtime(cfg)
+    model = model if model is not None else load_model(name)
+    prep = prepare(model, rt, cfg.window_px, cfg.blend)
+    activate(prep.rt)
+    return _Held(model, prep.rt, choice)
 
 
 class ModelPlugin(WorkerPlugin):
-    """Load ``model`` (registry name or card URL) once per worker, on its GPU when it has one.
+    """Load ``model`` (registry name or card URL) once per worker and prepare it for the run.
 
     Args:
         model: registry name or card path/URL, as for :func:`glacierscale.models.load_model`.
-        cfg: inference settings whose ``device``/``precision`` choose the runtime.
+        cfg: inference settings (device, window, blend; precision when ``runtime`` is None).
+        runtime: the run's :class:`RuntimeChoice` (or its token); None: the static choice of
+            ``cfg`` for this machine.
+        threads: CPU threads per task; None: the worker's cores divided by its Dask threads.
     """
 
-    def __init__(self, model: str, cfg: InferConfig | None = None) -> None:
+    def __init__(self, model: str, cfg: InferConfig | None = None, *,
+                 runtime: RuntimeChoice | str | None = None, threads: int | None = None) -> None:
         self.model = model
         self.cfg = cfg or InferConfig.model_validate({})
+        self.runtime = _as_choice(runtime)
+        self.threads = threads
         self.name = f"glacierscale-model-{model}"
 
     def setup(self, worker: Any) -> None:
         gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-        threads = _worker_threads(getattr(getattr(worker, "state", None), "nthreads", None))
+        nthreads = getattr(getattr(worker, "state", None), "nthreads", None)
+        threads = self.threads or worker_threads(nthreads)
         cfg = gpu_for(getattr(worker, "name", 0), self.cfg, probe_capabilities().cuda_devices,
                       gpus)
         with _LOCK:
             set_cpu_threads(threads)
-            model, rt = _load(self.model, cfg, threads)
-            _MODELS[self.model] = (model, rt)
-        where = rt.describe()
-        if rt.is_cuda and gpus:
+            before = _MODELS.get(self.model)  # e.g. loaded by the run's runtime probe
+            held = _hold(self.model, cfg, self.runtime, before.model if before else None)
+            _MODELS[self.model] = held
+        where = held.rt.describe()
+        if held.rt.is_cuda and gpus:
             where += f" (physical GPU {gpus.split(',')[0]})"
-        log.info("worker %s loaded model %s on %s", getattr(worker, "address", "?"),
-                 model.card.tag, where)
+        log.info("worker %s prepared model %s on %s", getattr(worker, "address", "?"),
+                 held.model.card.tag, where)
 
     def teardown(self, worker: Any) -> None:
         with _LOCK:
             _MODELS.pop(self.model, None)
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # pragma: no cover - torch is a dependency
+            pass
 
 
-def worker_model(model: str, cfg: InferConfig | None = None) -> tuple[GlacierModel, Runtime]:
-    """The process's instance of ``model`` and its runtime (loaded by :class:`ModelPlugin`, or
-    now, once, when no plugin loaded it)."""
+def worker_model(model: str, cfg: InferConfig | None = None,
+                 runtime: RuntimeChoice | str | None = None) -> tuple[GlacierModel, Runtime]:
+    """The process's prepared instance of ``model`` and its runtime.
+
+    Prepared by :class:`ModelPlugin` at worker start, or here, once, when no plugin did. A
+    ``runtime`` other than the one it was prepared for re-prepares the same instance (a run
+    always passes its own, so this happens at most once per run and worker).
+    """
+    choice = _as_choice(runtime)
     with _LOCK:
-        hit = _MODELS.get(model)
-        if hit is None:
-            hit = _load(model, cfg or InferConfig.model_validate({}), None)
-            _MODELS[model] = hit
-        return hit
+        held = _MODELS.get(model)
+        if held is None or (choice is not None and held.choice != choice):
+            held = _hold(model, cfg or InferConfig.model_validate({}), choice,
+                         held.model if held is not None else None)
+            _MODELS[model] = held
+        return held.model, held.rt
+
+
+def choose_run_runtime(model: str, cfg: InferConfig, *, budget_s: float = 3.0,
+                       sample: np.ndarray | None = None,
+                       threads: int | None = None) -> RuntimeChoice:
+    """Measure the runtime of a run on this machine (see
+    :func:`glacierscale.infer.probe.select_runtime`) with the process's instance of ``model``.
+
+    Call it once per run where the tiles will run: in the driver for a local CPU run, or as a task
+    on one worker (``client.submit(choose_run_runtime, ...)``) when workers have GPUs the driver
+    lacks. ``threads`` defaults to this process's CPU threads.
+    """
+    instance, _ = worker_model(model, cfg)
+    return select_runtime(instance, cfg, budget_s=budget_s, sample=sample,
+                          threads=threads or cpu_threads())
 
 
 def loaded_models() -> list[str]:

@@ -86,7 +86,8 @@ def rebuild_inventory(out: str, *, reference: str | None = None, intersects: str
                       date_pred: date | None = None, date_ref: date | None = None,
                       exports: Sequence[str] = (), min_area_m2: float = 5000.0,
                       write_stac: bool = True, tile_ids: Sequence[str] | None = None,
-                      storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+                      storage_options: dict[str, Any] | None = None,
+                      client: Any | None = None) -> dict[str, Any]:
     """Merge ``tiles/*/outlines.parquet`` of the run at ``out`` into ``inventory/``.
 
     Writes ``inventory/glaciers.parquet`` (GeoParquet, EPSG:4326), ``inventory/summary.csv``
@@ -94,7 +95,10 @@ def rebuild_inventory(out: str, *, reference: str | None = None, intersects: str
     run's STAC ``collection.json``. With a ``reference``, glaciers get RGI ids and area change,
     and reference glaciers wholly inside the mapped area with no predicted ice are listed with
     zero area. ``tile_ids`` restricts the merge to those tiles (a run's own); finished tiles not
-    in it are counted as ``tiles_other``. Returns a summary dict.
+    in it are counted as ``tiles_other``. With a Dask ``client`` the merge and the RGI identity
+    run on its cluster (:mod:`.cluster_merge`, :mod:`.cluster_rgi`: the same inventory); without
+    one, in this process.
+    Returns a summary dict.
     """
     bad = [e for e in exports if e not in EXPORT_FORMATS]
     if bad:
@@ -114,12 +118,21 @@ def rebuild_inventory(out: str, *, reference: str | None = None, intersects: str
         raise FileNotFoundError(
             f"no finished tiles under {store.url('tiles/')}; run `glacierscale run --out {out}` "
             "first (a tile is finished once its item.json exists)")
+    with_outlines = [t for t in done if f"tiles/{t}/outlines.parquet" in keys]
     # Object stores answer many small reads in parallel far faster than one after another.
     with ThreadPoolExecutor(max_workers=16) as pool:
-        frames = list(pool.map(lambda t: read_geoparquet(store, f"tiles/{t}/outlines.parquet"),
-                               [t for t in done if f"tiles/{t}/outlines.parquet" in keys]))
         items = list(pool.map(lambda t: _read_item(store, t), done))
-    inventory = merge_tiles(frames, min_area_m2=min_area_m2)
+        frames = [] if client is not None else list(pool.map(
+            lambda t: read_geoparquet(store, f"tiles/{t}/outlines.parquet"), with_outlines))
+    if client is not None:
+        from glacierscale.inventory.cluster_merge import merge_inventory_on_cluster
+
+        inventory = merge_inventory_on_cluster(client, store, with_outlines,
+                                               min_area_m2=min_area_m2)
+        merged_by = f"cluster of {len(client.scheduler_info().get('workers', {}))} workers"
+    else:
+        inventory = merge_tiles(frames, min_area_m2=min_area_m2)
+        merged_by = "single process"
     if date_pred is None:
         dates = sorted(d for d in (item_date(it.properties) for it in items) if d is not None)
         date_pred = statistics.median_low(dates) if dates else None
@@ -129,8 +142,14 @@ def rebuild_inventory(out: str, *, reference: str | None = None, intersects: str
                          "merge without --reference, or pass RGI outlines")
     if ref is not None:
         divides = read_outlines(intersects) if intersects else None
-        inventory = attach_rgi(inventory, ref, date_pred=date_pred, date_ref=date_ref,
-                               intersects=divides)
+        if client is not None:
+            from glacierscale.inventory.cluster_rgi import attach_rgi_on_cluster
+
+            inventory = attach_rgi_on_cluster(client, inventory, ref, date_pred=date_pred,
+                                              date_ref=date_ref, intersects=divides)
+        else:
+            inventory = attach_rgi(inventory, ref, date_pred=date_pred, date_ref=date_ref,
+                                   intersects=divides)
         mapped = union_footprints([it.geometry for it in items])
         inventory = missing_reference(inventory, ref, mapped, date_pred=date_pred,
                                       date_ref=date_ref)
@@ -151,6 +170,7 @@ def rebuild_inventory(out: str, *, reference: str | None = None, intersects: str
         "ref_area_km2": float(total["ref_area_km2"].iloc[0]) if reference and len(total)
         else None,
         "date_pred": date_pred.isoformat() if date_pred else None, "written": written,
+        "merged_by": merged_by,
     }
-    log.info("merged %d tiles into %d glaciers", len(done), len(inventory))
+    log.info("merged %d tiles into %d glaciers (%s)", len(done), len(inventory), merged_by)
     return result

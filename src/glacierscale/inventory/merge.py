@@ -6,6 +6,9 @@ so the union is exact (no slivers, no duplicates). Across projections (a glacier
 zone border, processed on both zones' grids) polygons are brought into one local Lambert azimuthal
 equal-area CRS and dissolved where they overlap or nearly touch (a gap of up to one pixel between
 the two grids is closed). Areas are measured in that equal-area CRS.
+
+:mod:`.cluster_merge` computes the same result on a Dask cluster, from the same pieces below
+(dissolve, touch groups, inventory rows, namesake ids).
 """
 
 from __future__ import annotations
@@ -71,12 +74,24 @@ def _dissolve(gdf: gpd.GeoDataFrame, groups: np.ndarray, closing: float = 0.0) -
     Sums: area_m2, area_lo_m2, area_hi_m2; area-weighted means: mean_prob, mean_uncertainty;
     tile ids are collected. ``closing`` (metres) closes gaps narrower than twice its value.
     """
+    return _dissolve_keyed(gdf, groups, closing)[0]
+
+
+def _dissolve_keyed(gdf: gpd.GeoDataFrame, groups: np.ndarray, closing: float = 0.0
+                    ) -> tuple[gpd.GeoDataFrame, np.ndarray, np.ndarray]:
+    """:func:`_dissolve`, plus where each output row came from: the position of its group's
+    first member in ``gdf`` and its part number. Output rows come in that (first, part) order,
+    which is what lets a merge done in pieces put its rows in the single-process order."""
     geoms = gdf.geometry.to_numpy()
     out_rows: list[dict[str, object]] = []
+    first: list[int] = []
+    part_no: list[int] = []
     for g in np.unique(groups):
         idx = np.flatnonzero(groups == g)
         if len(idx) == 1:
             out_rows.append(gdf.iloc[idx[0]].to_dict())
+            first.append(int(idx[0]))
+            part_no.append(0)
             continue
         merged = shapely.union_all(geoms[idx])
         if closing > 0:
@@ -92,8 +107,11 @@ def _dissolve(gdf: gpd.GeoDataFrame, groups: np.ndarray, closing: float = 0.0) -
         for j, part in enumerate(parts):
             sub = gdf.iloc[idx[member_part == j]]
             out_rows.append(_aggregate(sub, part))
-    return gpd.GeoDataFrame(out_rows, columns=list(gdf.columns), geometry="geometry",
-                            crs=gdf.crs)
+            first.append(int(idx[0]))
+            part_no.append(j)
+    frame = gpd.GeoDataFrame(out_rows, columns=list(gdf.columns), geometry="geometry",
+                             crs=gdf.crs)
+    return frame, np.asarray(first, dtype=np.int64), np.asarray(part_no, dtype=np.int64)
 
 
 def _aggregate(sub: gpd.GeoDataFrame, geom: BaseGeometry) -> dict[str, object]:
@@ -192,11 +210,26 @@ def merge_tiles(frames: Sequence[gpd.GeoDataFrame], *,
 
 def _finish(allg: gpd.GeoDataFrame, min_area_m2: float) -> gpd.GeoDataFrame:
     """Equal-area areas and bounds, speck removal, ids; to EPSG:4326 with the inventory columns."""
+    out, area, _ = _inventory_rows(allg, min_area_m2)
+    if not len(out):
+        return _empty_inventory()
+    out["glacier_id"] = suffix_namesakes(out["glacier_id"].to_numpy(), area)
+    return out.sort_values("glacier_id", ignore_index=True)[MERGED_COLUMNS]
+
+
+def _inventory_rows(allg: gpd.GeoDataFrame, min_area_m2: float
+                    ) -> tuple[gpd.GeoDataFrame, np.ndarray, np.ndarray]:
+    """Inventory rows of glaciers in an equal-area CRS, in their order, ids not yet unique;
+    their areas in m²; and which input rows were kept (large enough).
+
+    Every value of a row depends on that glacier alone, so rows made in pieces equal the rows
+    made all at once.
+    """
     area = allg.geometry.area.to_numpy()
     keep = area >= min_area_m2
     allg, area = allg.loc[keep].reset_index(drop=True), area[keep]
     if not len(allg):
-        return _empty_inventory()
+        return _empty_inventory(), area, keep
     px = allg["area_m2"].to_numpy(dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
         lo = np.where(px > 0, allg["area_lo_m2"].to_numpy(dtype=float) / px, 1.0) * area
@@ -204,20 +237,29 @@ def _finish(allg: gpd.GeoDataFrame, min_area_m2: float) -> gpd.GeoDataFrame:
     ll = allg.to_crs(4326)
     pts = shapely.point_on_surface(ll.geometry.to_numpy())
     ids = [glims_like_id(p.x, p.y) for p in pts]
-    seen: dict[str, int] = {}
-    order = np.lexsort((-area, ids))
-    unique = list(ids)
-    for i in order:  # the largest glacier keeps the plain id, smaller namesakes get a suffix
-        n = seen.get(ids[i], 0)
-        seen[ids[i]] = n + 1
-        unique[i] = ids[i] if n == 0 else f"{ids[i]}-{n + 1}"
-    out = gpd.GeoDataFrame({
-        "glacier_id": unique, "area_km2": area / 1e6, "area_km2_lo": lo / 1e6,
+    rows = gpd.GeoDataFrame({
+        "glacier_id": ids, "area_km2": area / 1e6, "area_km2_lo": lo / 1e6,
         "area_km2_hi": hi / 1e6, "mean_prob": allg["mean_prob"].to_numpy(dtype=float),
         "mean_uncertainty": allg["mean_uncertainty"].to_numpy(dtype=float),
         "n_tiles": [len(str(t).split(",")) for t in allg["tile_id"]],
         "tile_ids": allg["tile_id"].astype(str).to_numpy(),
         "rgi_id": pd.Series([None] * len(allg), dtype=object),
         "ref_area_km2": np.nan, "area_change_km2": np.nan, "area_change_pct_per_yr": np.nan,
-    }, geometry=ll.geometry.to_numpy(), crs="EPSG:4326")
-    return out.sort_values("glacier_id", ignore_index=True)[MERGED_COLUMNS]
+    }, geometry=ll.geometry.to_numpy(), crs="EPSG:4326")[MERGED_COLUMNS]
+    return rows, area, keep
+
+
+def suffix_namesakes(ids: np.ndarray, area_m2: np.ndarray,
+                     *tiebreak: np.ndarray) -> list[str]:
+    """Unique glacier ids: the largest glacier keeps the plain id, smaller namesakes get
+    ``-2``, ``-3``, ... Equal areas are ordered by ``tiebreak`` keys (last key first, as in
+    ``np.lexsort``), else by position."""
+    ids = np.asarray([str(i) for i in ids])
+    order = np.lexsort((*tiebreak, -np.asarray(area_m2, dtype=float), ids))
+    seen: dict[str, int] = {}
+    unique = list(ids)
+    for i in order:
+        n = seen.get(ids[i], 0)
+        seen[ids[i]] = n + 1
+        unique[i] = ids[i] if n == 0 else f"{ids[i]}-{n + 1}"
+    return [str(u) for u in unique]

@@ -11,7 +11,9 @@ output polygon ever crosses a divide.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -90,7 +92,8 @@ def _disjoint(geoms: np.ndarray) -> np.ndarray:
     out = geoms.copy()
     tree = shapely.STRtree(geoms)
     for i in range(len(geoms)):
-        earlier = [j for j in tree.query(geoms[i], predicate="intersects") if j < i]
+        # In index order: the result then does not depend on which outlines share the tree.
+        earlier = sorted(j for j in tree.query(geoms[i], predicate="intersects") if j < i)
         if earlier:
             out[i] = shapely.difference(geoms[i], shapely.union_all(out[earlier]))
     return out
@@ -165,35 +168,90 @@ def attach_rgi(inventory: gpd.GeoDataFrame, reference: gpd.GeoDataFrame, *,
     glaciers touched by no predicted ice are not listed: whether they vanished or lie outside the
     mapped area is for the caller to say (see ``missing_reference``).
     """
+    prep = prepare(inventory, reference, intersects, divide_extend_m)
+    if prep is None:
+        return empty_result()
+    R = _disjoint(prep.R) if len(prep.ref) else np.array([])
+    P = prep.P if prep.lines is None else cut_all(prep.P, union_lines(prep.lines))
+    p_area = shapely.area(P)
+    rows, new_geoms = attach_rows(prep.inv, P, p_area, R, prep.ref, divide_step(p_area),
+                                  date_pred=date_pred, date_ref=date_ref)
+    region_of_new(rows, new_geoms, R, prep.ref)
+    return result_frame(rows, prep.ea)
+
+
+def empty_result() -> gpd.GeoDataFrame:
+    """``attach_rgi``'s output with no rows."""
+    return gpd.GeoDataFrame({c: [] for c in RGI_COLUMNS if c != "geometry"},
+                            geometry=gpd.GeoSeries([], crs="EPSG:4326"), crs="EPSG:4326")
+
+
+@dataclass
+class Prepared:
+    """``attach_rgi``'s inputs in its equal-area CRS: predicted glaciers ``inv`` with their
+    geometries ``P``, the reference glaciers near them ``ref`` with geometries ``R`` (valid,
+    not yet disjoint), the divide lines prolonged (or None) and the CRS."""
+
+    inv: gpd.GeoDataFrame
+    P: np.ndarray
+    ref: gpd.GeoDataFrame
+    R: np.ndarray
+    lines: list[BaseGeometry] | None
+    ea: Any
+
+
+def prepare(inventory: gpd.GeoDataFrame, reference: gpd.GeoDataFrame,
+            intersects: gpd.GeoDataFrame | None, divide_extend_m: float) -> Prepared | None:
+    """Check and project the inputs of ``attach_rgi``; None when no glacier was predicted."""
     if inventory.crs is None or (len(reference) and reference.crs is None):
         raise ValueError("inventory and reference need a CRS; set it with .set_crs(...)")
     inv = inventory[inventory.geometry.notna() & ~inventory.geometry.is_empty]
     inv = inv.reset_index(drop=True)
     if not len(inv):
-        return gpd.GeoDataFrame({c: [] for c in RGI_COLUMNS if c != "geometry"},
-                                geometry=gpd.GeoSeries([], crs="EPSG:4326"), crs="EPSG:4326")
+        return None
     inv_ll = inv.to_crs(4326)
     ref = reference
     if len(ref):
         ref = reference.to_crs(4326)
         ref = ref[ref.intersects(shapely.box(*inv_ll.total_bounds).buffer(0.05))]
     ref = ref.reset_index(drop=True)
+    ids = reference_ids(ref).tolist() if len(ref) else []
+    if len(set(ids)) != len(ids):
+        raise ValueError("the reference has duplicate RGI ids; dissolve them first "
+                         "(gdf.dissolve(by='RGIId'))")
     ea = equal_area_crs([tuple(inv_ll.total_bounds)])
     P = inv_ll.to_crs(ea).geometry.to_numpy()
-    R = _disjoint(ref.to_crs(ea).geometry.make_valid().to_numpy()) if len(ref) else np.array([])
+    R = ref.to_crs(ea).geometry.make_valid().to_numpy() if len(ref) else np.array([])
+    lines = None
     if intersects is not None and len(intersects):
         div = intersects.to_crs(ea).geometry
         if div.geom_type.isin(["Polygon", "MultiPolygon"]).all():
             div = div.boundary
         lines = _extend_lines(shapely.get_parts(div.to_numpy()), divide_extend_m)
-        P = np.array([_cut(p, lines) for p in P], dtype=object)
-    p_area = shapely.area(P)
-    step = max(float(np.sqrt(np.median(p_area))) / 50.0, 10.0)
+    return Prepared(inv, P, ref, R, lines, ea)
+
+
+def divide_step(p_area: np.ndarray) -> float:
+    """Sampling step (m) of outline edges when ice is split between reference glaciers."""
+    return max(float(np.sqrt(np.median(p_area))) / 50.0, 10.0)
+
+
+def cut_all(P: np.ndarray, lines: BaseGeometry) -> np.ndarray:
+    """Every predicted glacier split along the divide lines."""
+    return np.array([_cut(p, lines) for p in P], dtype=object)
+
+
+def attach_rows(inv: gpd.GeoDataFrame, P: np.ndarray, p_area: np.ndarray, R: np.ndarray,
+                ref: gpd.GeoDataFrame, step: float, *, date_pred: date | None,
+                date_ref: date | None) -> tuple[list[dict[str, object]], list[BaseGeometry]]:
+    """Rows (equal-area geometry) of the reference glaciers found and of new glaciers, the new
+    ones without their region yet (``region_of_new``), and the new glaciers' geometries.
+
+    Each row depends only on the predicted glaciers and reference outlines it touches, so rows
+    made for separate groups of them are the rows made for all at once.
+    """
     pieces = _assign(P, R, step)
     ids = reference_ids(ref).tolist() if len(ref) else []
-    if len(set(ids)) != len(ids):
-        raise ValueError("the reference has duplicate RGI ids; dissolve them first "
-                         "(gdf.dissolve(by='RGIId'))")
     dates = _ref_dates(ref) if len(ref) else []
     rows = []
     by_ref: dict[int, list[tuple[int, BaseGeometry]]] = {}
@@ -203,14 +261,11 @@ def attach_rgi(inventory: gpd.GeoDataFrame, reference: gpd.GeoDataFrame, *,
             new.setdefault(k, []).append(g)
         else:
             by_ref.setdefault(i, []).append((k, g))
-    tree = shapely.STRtree(R) if len(R) else None
+    new_geoms = []
     for k, gs in new.items():
         geom = shapely.union_all(gs)
-        row = _row(inv.iloc[k], geom, p_area[k], None, None, None, None, date_pred)
-        if tree is not None:  # a new glacier belongs to the region of its nearest neighbour
-            j = int(tree.nearest(geom))
-            row["region"] = rgi_region(ids[j], ref.iloc[j])
-        rows.append(row)
+        rows.append(_row(inv.iloc[k], geom, p_area[k], None, None, None, None, date_pred))
+        new_geoms.append(geom)
     for i, parts in by_ref.items():
         geom = _union_pieces([g for _, g in parts])
         src = inv.iloc[max(parts, key=lambda kg: kg[1].area)[0]]
@@ -221,12 +276,33 @@ def attach_rgi(inventory: gpd.GeoDataFrame, reference: gpd.GeoDataFrame, *,
         hi = sum(inv.iloc[k]["area_km2_hi"] * w for k, w in weights.items())
         rows.append(_row(src, geom, None, ids[i], ref.iloc[i], shapely.area(R[i]),
                          date_ref or dates[i], date_pred, bounds=(lo, hi)))
+    return rows, new_geoms
+
+
+def region_of_new(rows: list[dict[str, object]], new_geoms: list[BaseGeometry], R: np.ndarray,
+                  ref: gpd.GeoDataFrame) -> None:
+    """Set the region of the new glaciers (the first rows): their nearest reference glacier's."""
+    if not len(R) or not new_geoms:
+        return
+    ids = reference_ids(ref).tolist()
+    near = shapely.STRtree(R).nearest(np.asarray(new_geoms, dtype=object))
+    for row, j in zip(rows, np.atleast_1d(near).tolist(), strict=False):
+        row["region"] = rgi_region(ids[j], ref.iloc[j])
+
+
+def result_frame(rows: list[dict[str, object]], ea: Any) -> gpd.GeoDataFrame:
+    """``attach_rgi``'s output from its rows: to EPSG:4326, ordered by (is_new, rgi_id)."""
     out = gpd.GeoDataFrame(rows, geometry="geometry", crs=ea).to_crs(4326)
     out = out.sort_values(["is_new", "rgi_id"], ignore_index=True)
     return out[RGI_COLUMNS]
 
 
-def _extend_lines(lines: np.ndarray, d: float) -> BaseGeometry:
+def union_lines(lines: list[BaseGeometry]) -> BaseGeometry:
+    """One geometry of divide lines (what ``_cut`` takes)."""
+    return shapely.union_all(lines) if lines else shapely.LineString()
+
+
+def _extend_lines(lines: np.ndarray, d: float) -> list[BaseGeometry]:
     """Divide lines, each prolonged by ``d`` metres along its first and last segment."""
     out = []
     for ln in lines:
@@ -240,7 +316,7 @@ def _extend_lines(lines: np.ndarray, d: float) -> BaseGeometry:
                 return a + v / n * d if n > 0 else a
             c = np.vstack([ext(c[0], c[1]), c, ext(c[-1], c[-2])])
         out.append(shapely.linestrings(c))
-    return shapely.union_all(out) if out else shapely.LineString()
+    return out
 
 
 def _cut(poly: BaseGeometry, lines: BaseGeometry) -> BaseGeometry:
@@ -263,7 +339,10 @@ def _assign(P: np.ndarray, R: np.ndarray,
     for k, p in enumerate(P):
         faces = shapely.get_parts(p) if p.geom_type == "GeometryCollection" else [p]
         for face in faces:
-            cand = tree.query(face, predicate="intersects") if tree is not None else []
+            # Sorted, like every index list below: the pieces then come out the same whether
+            # the tree holds all reference outlines or only those near this glacier.
+            cand: np.ndarray = (np.sort(tree.query(face, predicate="intersects"))
+                                if tree is not None else np.zeros(0, np.int64))
             inters = [(int(i), _polygonal(shapely.intersection(face, R[i]))) for i in cand]
             inside = [(i, g) for i, g in inters if g is not None]
             if not inside:
@@ -287,7 +366,7 @@ def _assign(P: np.ndarray, R: np.ndarray,
             for r_, o_ in zip(ri, oi, strict=True):
                 near.setdefault(int(o_), []).append(int(idx[r_]))
             for j, o in enumerate(parts):
-                refs = near.get(j, [])
+                refs = sorted(near.get(j, []))
                 if not refs:
                     out.append((k, None, o))
                 elif len(refs) == 1:

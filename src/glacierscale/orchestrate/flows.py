@@ -5,6 +5,9 @@ few hundred task runs, which a self-hosted server handles easily, where one task
 not. Inside each batch task, plain Dask (``client.map``) schedules one task per tile over the whole
 cluster, so the cluster stays busy while Prefect sees coarse, restartable units.
 
+The merge runs on the same cluster, kept up for it: ``merge_task`` gets the scheduler's address
+and :func:`glacierscale.run.finalize` merges there (the inventory equals a one-process merge).
+
 Resume is per tile: ``process_tile`` skips tiles whose outputs exist and validate, so restarting a
 crashed or cancelled run with the same parameters only does what is missing.
 
@@ -53,6 +56,7 @@ from glacierscale.core import faults
 from glacierscale.core.footprint import looks_like_bbox, parse_bbox
 from glacierscale.core.redact import ConsoleFormatter, install_log_redaction, redact, redact_obj
 from glacierscale.core.tiles import TileSpec
+from glacierscale.infer.worker import ModelPlugin
 from glacierscale.orchestrate.artifacts import RegionProgress, publish_run
 from glacierscale.orchestrate.batches import (
     Batch,
@@ -66,7 +70,7 @@ from glacierscale.orchestrate.batches import (
     tile_of,
 )
 from glacierscale.orchestrate.epochs import run_epochs
-from glacierscale.pipeline import TileFn, TileResult
+from glacierscale.pipeline import TileFn, TileResult, process_tile
 from glacierscale.preflight import Preflight, PreflightError
 from glacierscale.run import ProgressListener, RunSummary, check, finalize, redacted
 
@@ -198,10 +202,17 @@ def plan_task(cfg: RunConfig, regions: Sequence[str],
 
 
 @task(name="merge-inventory", cache_policy=NO_CACHE, persist_result=False)
-def merge_task(cfg: RunConfig, results: list[TileResult], timings: dict[str, float]
-               ) -> RunSummary:
-    """Merge the tiles' outlines into the inventory; write manifest, report and quicklook."""
-    return finalize(cfg, results, timings)
+def merge_task(cfg: RunConfig, results: list[TileResult], timings: dict[str, float],
+               address: str | None = None) -> RunSummary:
+    """Merge the tiles' outlines into the inventory; write manifest, report and quicklook.
+
+    With the ``address`` of the run's Dask scheduler the merge runs on that cluster
+    (:mod:`glacierscale.inventory.cluster_merge`); without one, in this process.
+    """
+    if address is None:
+        return finalize(cfg, results, timings)
+    with dask_client(address) as client:
+        return finalize(cfg, results, timings, client=client)
 
 
 @task(name="publish-report", cache_policy=NO_CACHE, persist_result=False)
@@ -377,13 +388,24 @@ def global_inventory(
         _progress.listener.planned(n_tiles)
     get_run_logger().info("%d tiles in %d region(s): %s", n_tiles, len(groups),
              ", ".join(f"{k} ({len(v)})" for k, v in groups.items()))
-    t1 = time.perf_counter()
-    per_region = _process_regions(groups, cfg, fn, spec, task_runner)
-    timings["tiles"] = time.perf_counter() - t1
-    results = [r for rs in per_region.values() for r in rs]
-    t2 = time.perf_counter()
-    summary = merge_task(cfg, results, timings)
-    timings["merge"] = time.perf_counter() - t2
+    spec = resolve(spec)
+    # The real pipeline's workers load and prepare the run's model once, at their start, with
+    # their share of the cores (a tile function of its own brings its own model, if any).
+    plugins = ([ModelPlugin(cfg.model, cfg.infer, runtime=cfg.infer.runtime or None)]
+               if fn is process_tile else [])
+    # One cluster for the tiles and the merge: it stays up until the inventory is merged.
+    with make_cluster(spec, plugins=plugins) as (_cluster, address):
+        try:
+            t1 = time.perf_counter()
+            per_region = _process_regions(groups, cfg, fn, address, tile_resources(spec),
+                                          task_runner)
+            timings["tiles"] = time.perf_counter() - t1
+            results = [r for rs in per_region.values() for r in rs]
+            t2 = time.perf_counter()
+            summary = merge_task(cfg, results, timings, address)
+            timings["merge"] = time.perf_counter() - t2
+        finally:
+            close_clients()
     title = f"glacierscale inventory: {n_tiles} tiles, {summary.glaciers} glaciers"
     report_task(summary, per_region, timings, title)
     return {"out": summary.out, "tiles": n_tiles, "counts": summary.counts(),
@@ -391,12 +413,11 @@ def global_inventory(
             "summary": summary}
 
 
-def _process_regions(groups: dict[str, list[str]], cfg: RunConfig, fn: TileFn,
-                     spec: ClusterSpec, runner: Runner) -> dict[str, list[TileResult]]:
-    """Run the region subflows on one cluster, a few regions at a time."""
-    spec = resolve(spec)
-    resources = tile_resources(spec)
-    with make_cluster(spec) as (_cluster, address), _held(cfg) as ref:
+def _process_regions(groups: dict[str, list[str]], cfg: RunConfig, fn: TileFn, address: str,
+                     resources: dict[str, float] | None, runner: Runner
+                     ) -> dict[str, list[TileResult]]:
+    """Run the region subflows on the cluster at ``address``, a few regions at a time."""
+    with _held(cfg) as ref:
         with dask_client(address) as client:
             client.register_plugin(WorkerLogging(
                 logging.getLogger("glacierscale").isEnabledFor(logging.DEBUG)))
