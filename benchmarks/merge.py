@@ -10,8 +10,11 @@ crossing tile, zone and projection borders), then merges it in one run:
   or 2 worker processes (started before the clock), then the same ``glaciers.parquet``.
 
 Every output is compared with the single-process one (same ids in the same order, every
-attribute equal, areas within 1e-6 relative, geometries equal). Peak RSS is the largest
-``ru_maxrss`` of any worker process (and of the single-process merge, run in its own process).
+attribute equal, areas within 1e-6 relative, geometries equal). Peak RSS is the largest peak
+resident set (``VmHWM``) of any worker process (and of the single-process merge, run in its own
+process); ``peak_rss_gib_driver`` is the calling process's peak during the cluster merges. Not
+``ru_maxrss``: a spawned process inherits its parent's peak in it (the high-water mark survives
+fork and exec), so a worker started after building the world reported the builder's memory.
 
 ``--scale`` keeps whole regions holding about that share of the global plan's glaciers (and
 the tiles they plan); every
@@ -61,6 +64,30 @@ def tile_ids(store: Store) -> list[str]:
     return [t for t in done if f"tiles/{t}/outlines.parquet" in keys]
 
 
+def peak_rss_gib() -> float:
+    """This process's own peak resident set (``VmHWM``), in GiB; ``ru_maxrss`` where there is
+    no ``/proc`` (there it may include the parent's peak before the process was spawned)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def reset_peak_rss() -> bool:
+    """Start this process's ``VmHWM`` again from its current resident set (Linux); True if
+    it did."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def _single(root: str, queue: Any) -> None:
     store = Store(root)
     t0 = time.perf_counter()
@@ -72,7 +99,7 @@ def _single(root: str, queue: Any) -> None:
     inventory = merge_tiles(frames)
     write_geoparquet(store, OUT_SINGLE, inventory)
     seconds = time.perf_counter() - t0
-    queue.put((seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, t1 - t0))
+    queue.put((seconds, peak_rss_gib(), t1 - t0))
 
 
 def single_process(root: str) -> tuple[float, float, float]:
@@ -99,7 +126,7 @@ def on_cluster(root: str, workers: int, key: str) -> tuple[float, float, dict[st
         bands = merge_on_cluster(client, store, ids, scratch=f"inventory/.merge-{workers}")
         write_bands(store, bands, key)
         seconds = time.perf_counter() - t0
-        rss = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+        rss = client.run(peak_rss_gib)
     return seconds, max(rss.values()), {"bands": len(bands)}
 
 
@@ -146,8 +173,10 @@ def main() -> None:
     single = not args.no_single_process
     single_s, single_rss, single_read = single_process(str(root)) if single else (None, None,
                                                                                  None)
+    driver_measured = reset_peak_rss()  # the driver's peak from here, not the world build's
     one_s, one_rss, _ = on_cluster(str(root), 1, "inventory/one.parquet")
     two_s, two_rss, extra = on_cluster(str(root), 2, "inventory/two.parquet")
+    driver_rss = peak_rss_gib() if driver_measured else None
     store = Store(str(root))
     ref = read_geoparquet(store, OUT_SINGLE if single else "inventory/one.parquet")
     c1 = compare(ref, read_geoparquet(store, "inventory/one.parquet"))
@@ -172,6 +201,7 @@ def main() -> None:
         "speedup_1_worker": r(single_s / one_s if single_s else None, 2),
         "peak_rss_gib": round(max(one_rss, two_rss), 3),
         "peak_rss_gib_single_process": r(single_rss, 3),
+        "peak_rss_gib_driver": r(driver_rss, 3),
         "identical": bool(c1["identical"] and c2["identical"]),
         "identical_compared_with": "single_process" if single else "1_worker",
         "max_area_rel_diff": max(c1.get("max_area_rel_diff", 1.0),

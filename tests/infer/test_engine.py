@@ -184,21 +184,34 @@ def test_packed_tiles_equal_tiles_run_alone(small_unet) -> None:  # type: ignore
 _DETERMINISM = """
 import hashlib, sys, numpy as np, torch
 from glacierscale.config import InferConfig
-from glacierscale.infer import predict_tile
+from glacierscale.infer import Runtime, predict_tile
 from glacierscale.models import seeded_unet
+torch.set_num_threads(2)
 m = seeded_unet(bands=("green", "red", "swir16"), width=8, depth=3)
 img = np.random.default_rng(5).uniform(0, 0.6, (3, 150, 170)).astype(np.float32)
-p = predict_tile(m, img, InferConfig(window_px=64, batch_size=3))
+p = predict_tile(m, img, InferConfig(window_px=64, batch_size=3), runtime=Runtime(threads=2))
 sys.stdout.write(hashlib.sha256(p.prob.tobytes()).hexdigest())
 """
 
 
 def test_cpu_results_are_bit_identical_run_to_run_and_process_to_process() -> None:
-    m = seeded_unet(bands=("green", "red", "swir16"), width=8, depth=3)
+    """Same runtime (threads included: they set the reduction order), same bits. Threads are
+    fixed here, as earlier tests of this process may have set others: the seeded model's batch
+    norm statistics come from forward passes, and so depend on them too."""
+    import torch
+
+    from glacierscale.infer import Runtime
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        m = seeded_unet(bands=("green", "red", "swir16"), width=8, depth=3)
+    finally:
+        torch.set_num_threads(before)
     img = np.random.default_rng(5).uniform(0, 0.6, (3, 150, 170)).astype(np.float32)
     cfg = InferConfig(window_px=64, batch_size=3)
-    first = predict_tile(m, img, cfg).prob
-    second = predict_tile(m, img, cfg).prob
+    first = predict_tile(m, img, cfg, runtime=Runtime(threads=2)).prob
+    second = predict_tile(m, img, cfg, runtime=Runtime(threads=2)).prob
     assert first.tobytes() == second.tobytes()
     other = subprocess.run([sys.executable, "-c", _DETERMINISM], capture_output=True, text=True,
                            check=True, timeout=120).stdout

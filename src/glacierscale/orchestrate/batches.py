@@ -33,7 +33,8 @@ class Batch:
 
     @property
     def label(self) -> str:
-        return f"{self.region} #{self.index} ({len(self.tile_ids)} tiles)"
+        n = len(self.tile_ids)
+        return f"{self.region} #{self.index} ({n} tile{'' if n == 1 else 's'})"
 
 
 def make_batches(region: str, tile_ids: Sequence[str], size: int) -> list[Batch]:

@@ -229,7 +229,8 @@ def _region_run_name() -> str:
     from prefect.runtime import flow_run
 
     p = flow_run.parameters
-    return f"region {p['region']}: {len(p['tile_ids'])} tiles"
+    n = len(p["tile_ids"])
+    return f"region {p['region']}: {n} tile{'' if n == 1 else 's'}"
 
 
 @flow(name="region-inventory", flow_run_name=_region_run_name, validate_parameters=False,
