@@ -51,7 +51,13 @@ def register(app: typer.Typer) -> None:
         if scheduler:
             from distributed import Client
 
-            connect: Any = Client(scheduler, set_as_default=False)
+            try:
+                connect: Any = Client(scheduler, set_as_default=False, timeout="20s")
+            except OSError as exc:
+                raise typer.BadParameter(
+                    f"no Dask scheduler answers at {scheduler!r} ({exc}); start one (dask "
+                    "scheduler) or leave --scheduler out to merge in this process",
+                    param_hint="--scheduler") from None
         else:
             connect = nullcontext(None)
         with connect as client:
