@@ -7,6 +7,7 @@
 - :mod:`~glacierscale.orchestrate.artifacts`: what the Prefect UI shows of a run.
 """
 
+from glacierscale.orchestrate.api import prefect_api
 from glacierscale.orchestrate.batches import (
     Batch,
     dask_client,
@@ -19,7 +20,6 @@ from glacierscale.orchestrate.batches import (
 from glacierscale.orchestrate.flows import (
     config_from_parameters,
     global_inventory,
-    prefect_api,
     process_batch,
     region_inventory,
     run,

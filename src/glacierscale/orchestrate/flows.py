@@ -57,6 +57,7 @@ from glacierscale.core.footprint import looks_like_bbox, parse_bbox
 from glacierscale.core.redact import ConsoleFormatter, install_log_redaction, redact, redact_obj
 from glacierscale.core.tiles import TileSpec
 from glacierscale.infer.worker import ModelPlugin
+from glacierscale.orchestrate.api import prefect_api
 from glacierscale.orchestrate.artifacts import RegionProgress, publish_run
 from glacierscale.orchestrate.batches import (
     Batch,
@@ -447,42 +448,6 @@ def _process_regions(groups: dict[str, list[str]], cfg: RunConfig, fn: TileFn, a
 
 
 # --------------------------------------------------------------------------- entry point
-
-
-@contextmanager
-def prefect_api() -> Iterator[str]:
-    """The Prefect API this process reports to: ``PREFECT_API_URL``, else one temporary server.
-
-    Setting the temporary server's address in the environment before the Dask cluster starts
-    lets every worker report to it; otherwise each worker process would start its own server.
-    """
-    from prefect.settings import (
-        PREFECT_API_URL,
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
-        temporary_settings,
-    )
-
-    url = PREFECT_API_URL.value()
-    if url:
-        yield url
-        return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    # The temporary server must not phone home (it would also fail offline, loudly).
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    server = SubprocessASGIServer()
-    # A first start migrates a new SQLite database, which takes long on a busy laptop.
-    server.start(timeout=max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), 120))
-    previous = os.environ.get("PREFECT_API_URL")
-    os.environ["PREFECT_API_URL"] = server.api_url
-    try:
-        with temporary_settings({PREFECT_API_URL: server.api_url}):
-            yield server.api_url
-    finally:
-        if previous is None:
-            os.environ.pop("PREFECT_API_URL", None)
-        else:
-            os.environ["PREFECT_API_URL"] = previous
 
 
 def run(cfg: RunConfig, *, tile_fn: TileFn | None = None, tiles: Sequence[TileSpec] | None = None,
