@@ -39,7 +39,11 @@ ASSUMPTIONS: dict[str, Any] = {
     "cloud_load_factor": 3.0,  # object-store COG reads vs local sample reads, per tile
     "stac_search_s_per_tile": 0.8,  # one STAC API search per tile (optical + DEM)
     "scenes_per_tile": 3,  # composited scenes, as RunConfig.max_scenes
-    "merge_scaling": "linear in tiles, single process",
+    # The merge is measured here in one process (finalize without a cluster) and scaled linearly
+    # in tiles; runs merge on their cluster, ~10x faster at world size (benchmarks/merge.py), so
+    # the projection's merge share is an upper bound.
+    "merge_scaling": "linear in tiles at this machine's one-process cost per tile (upper bound: "
+                     "runs merge on their cluster)",
 }
 
 

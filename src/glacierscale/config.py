@@ -68,8 +68,8 @@ class InferConfig(BaseModel):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     runtime: str = Field("", description="device/precision/layout the run's tiles use, e.g. "
-                         "cpu/fp32/channels_last; empty: the static choice for the machine "
-                         "and `precision`",
+                         "cpu/fp32/channels_last; empty: measured once per run on a worker "
+                         "(within `precision`) and recorded in the output's runtime.json",
                          pattern=r"^((cpu|cuda)/(fp32|bf16|fp16)/(channels_last|nchw))?$")
 
 

@@ -25,6 +25,8 @@ from glacierscale import __version__
 from glacierscale.config import RunConfig
 from glacierscale.core.redact import redact, redact_obj
 from glacierscale.core.tiles import TileSpec
+from glacierscale.infer.runtime import RuntimeChoice
+from glacierscale.infer.worker import choose_run_runtime
 from glacierscale.io import Store
 from glacierscale.models import domain_warning
 from glacierscale.pipeline import TileResult, cached_model
@@ -32,6 +34,11 @@ from glacierscale.plan import plan_tiles
 from glacierscale.preflight import Preflight, preflight
 
 log = logging.getLogger(__name__)
+
+#: Where a run records the runtime it measured, so that its resume uses the same one.
+RUNTIME_KEY = "runtime.json"
+#: Seconds the runtime probe may take (see :func:`glacierscale.infer.probe.select_runtime`).
+PROBE_BUDGET_S = 3.0
 
 
 def plan(cfg: RunConfig) -> list[TileSpec]:
@@ -47,6 +54,47 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
     unknown model name fails here, before any tile is planned.
     """
     return cfg.with_model_resolution(cached_model(cfg.model).card.resolution_m)
+
+
+def fix_runtime(cfg: RunConfig, client: Any | None = None) -> RunConfig:
+    """The run's config with its runtime (device, precision, layout) pinned, once per run.
+
+    - ``cfg.infer.runtime`` given: kept, nothing measured.
+    - The output records a runtime for these settings (``runtime.json``, written by an earlier,
+      interrupted run of the same command): reused, so the resume's config token is the first
+      run's and its finished tiles are skipped, whatever a new probe would say.
+    - Otherwise measured with the run's model on one worker of ``client`` (where the tiles run:
+      its device and threads), or in this process without one, and recorded before any tile.
+
+    Every tile then runs with the one choice, whose token is part of the config token and whose
+    measurements (windows/s per candidate, reduced-precision accuracy) are in the record.
+    """
+    if cfg.infer.runtime:
+        return cfg
+    store = Store(cfg.out)
+    key = cfg.token()  # the unpinned settings: another model or grid measures anew
+    try:
+        record = json.loads(store.read_bytes(RUNTIME_KEY))
+    except FileNotFoundError:
+        record = None
+    if record and record.get("config_token") == key:
+        choice = RuntimeChoice.from_dict(record["runtime"])
+        how = "recorded by an earlier run of these settings"
+    else:
+        if client is not None:
+            # pure=False: a fresh measurement, never a result Dask cached from another run
+            choice = client.submit(choose_run_runtime, cfg.model, cfg.infer,
+                                   budget_s=PROBE_BUDGET_S, pure=False).result()
+        else:
+            choice = choose_run_runtime(cfg.model, cfg.infer, budget_s=PROBE_BUDGET_S)
+        store.write_bytes_atomic(RUNTIME_KEY, json.dumps(
+            {"config_token": key, "model": cfg.model, "runtime": choice.to_dict()},
+            indent=1).encode())
+        how = "measured: " + ", ".join(f"{k} {v:.1f}" for k, v in dict(
+            choice.evidence.get("probe_windows_per_s", {})).items()) + " windows/s"
+    log.info("runtime %s (%s)", choice.token(), how)
+    return cfg.model_copy(update={"infer": cfg.infer.model_copy(
+        update={"runtime": choice.token()})})
 
 
 def check(cfg: RunConfig, *, inputs: bool = True,

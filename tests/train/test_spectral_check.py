@@ -50,3 +50,19 @@ def test_the_check_reports_every_method(tmp_path: Path) -> None:
     assert doc["points"] == 30 and doc["classes"]["rock"] == 6
     assert set(doc["uniform"]) == {"model", "band ratio", "ndsi"}
     assert doc["uniform"]["model"] == doc["uniform"]["ndsi"] and doc["floor_holds"]
+
+
+def test_a_point_missing_a_band_is_left_out_and_spoils_no_neighbour(tmp_path: Path) -> None:
+    """The engine writes no data for a pixel missing a band; the check leaves such a point out
+    instead of feeding the floor a NaN that its windows would spread over the assembled tile."""
+    path = _write(tmp_path / "points.csv")
+    lines = path.read_text().splitlines()
+    lines.append("A,20210801,Sentinel-2_SR,2,0,0.3,0.25,0.2,0,0,0,0,0.15,0,0.01,,0")
+    path.write_text("\n".join(lines) + "\n")
+    spectra, classes, sites = read_points(path)
+    assert spectra.shape == (30, 6) and np.isfinite(spectra).all()
+    assert len(classes) == len(sites) == 30
+    doc = spectral_check(load_model("default"), path, modes=("assembled",))
+    assert doc["points"] == 30
+    # every scored point of these clean spectra is called right, by the floored default too
+    assert doc["assembled"]["model"]["accuracy"] == doc["assembled"]["ndsi"]["accuracy"] == 1.0

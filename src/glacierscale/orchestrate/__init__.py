@@ -10,6 +10,7 @@
 from glacierscale.orchestrate.api import prefect_api
 from glacierscale.orchestrate.batches import (
     Batch,
+    config_from_parameters,
     dask_client,
     group_by_region,
     make_batches,
@@ -18,7 +19,6 @@ from glacierscale.orchestrate.batches import (
     run_tile,
 )
 from glacierscale.orchestrate.flows import (
-    config_from_parameters,
     global_inventory,
     process_batch,
     region_inventory,

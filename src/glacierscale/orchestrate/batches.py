@@ -1,4 +1,5 @@
-"""Plain helpers of the flows (no Prefect here): batches, regions, tile functions, Dask clients.
+"""Plain helpers of the flows (no Prefect here): the config from flow parameters, batches,
+regions, tile functions, Dask clients.
 
 Kept apart from :mod:`glacierscale.orchestrate.flows` so the flow module reads as the flow.
 """
@@ -10,14 +11,16 @@ import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date
 from threading import Lock
 from typing import Any
 
-from glacierscale.config import RunConfig
+from glacierscale.config import ConfigError, RunConfig, parse_run_config
 from glacierscale.core import faults
 from glacierscale.core.redact import redact
 from glacierscale.core.tiles import TileSpec
 from glacierscale.pipeline import TileFn, TileResult, process_tile
+from glacierscale.preflight import PreflightError
 
 log = logging.getLogger(__name__)
 
@@ -145,3 +148,26 @@ def close_clients() -> None:
         for client in _clients.values():
             client.close()
         _clients.clear()
+
+
+def config_from_parameters(*, out: str, catalog: str, outlines: str | None, bbox: str | None,
+                           start: date | None, end: date | None, sensors: Sequence[str] | None,
+                           model: str, tiles_per_task: int, reference: str | None,
+                           settings: dict[str, Any] | None) -> RunConfig:
+    """A ``RunConfig`` from flow parameters; ``settings`` carries any other RunConfig field.
+
+    Raises :class:`~glacierscale.preflight.PreflightError` naming the parameter at fault.
+    """
+    if not outlines and not bbox:
+        raise PreflightError("give outlines=PATH_OR_URL (RGI outlines) or bbox='W,S,E,N' "
+                             "(degrees)", "aoi")
+    data: dict[str, Any] = dict(settings or {})
+    data.update({"out": out, "catalog": catalog, "aoi": outlines or bbox, "start": start,
+                 "end": end, "model": model, "tiles_per_task": tiles_per_task,
+                 "reference": reference})
+    if sensors:
+        data["collections"] = tuple(sensors)
+    try:
+        return parse_run_config(data, source="flow parameters", cli=False)
+    except ConfigError as exc:
+        raise PreflightError(str(exc), "config") from exc

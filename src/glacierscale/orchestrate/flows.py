@@ -51,7 +51,7 @@ from prefect.tasks import exponential_backoff
 from prefect_dask import DaskTaskRunner
 
 from glacierscale.cluster import ClusterSpec, make_cluster, resolve, tile_resources
-from glacierscale.config import ConfigError, RunConfig, parse_run_config
+from glacierscale.config import RunConfig
 from glacierscale.core import faults
 from glacierscale.core.footprint import looks_like_bbox, parse_bbox
 from glacierscale.core.redact import ConsoleFormatter, install_log_redaction, redact, redact_obj
@@ -62,6 +62,7 @@ from glacierscale.orchestrate.artifacts import RegionProgress, publish_run
 from glacierscale.orchestrate.batches import (
     Batch,
     close_clients,
+    config_from_parameters,
     dask_client,
     group_by_region,
     make_batches,
@@ -73,7 +74,14 @@ from glacierscale.orchestrate.batches import (
 from glacierscale.orchestrate.epochs import run_epochs
 from glacierscale.pipeline import TileFn, TileResult, process_tile
 from glacierscale.preflight import Preflight, PreflightError
-from glacierscale.run import ProgressListener, RunSummary, check, finalize, redacted
+from glacierscale.run import (
+    ProgressListener,
+    RunSummary,
+    check,
+    finalize,
+    fix_runtime,
+    redacted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -295,29 +303,6 @@ def _global_run_name() -> str:
     return redact(f"inventory {where}{regions}{dates} {p.get('model', '')}".strip())
 
 
-def config_from_parameters(*, out: str, catalog: str, outlines: str | None, bbox: str | None,
-                           start: date | None, end: date | None, sensors: Sequence[str] | None,
-                           model: str, tiles_per_task: int, reference: str | None,
-                           settings: dict[str, Any] | None) -> RunConfig:
-    """A ``RunConfig`` from flow parameters; ``settings`` carries any other RunConfig field.
-
-    Raises :class:`~glacierscale.preflight.PreflightError` naming the parameter at fault.
-    """
-    if not outlines and not bbox:
-        raise PreflightError("give outlines=PATH_OR_URL (RGI outlines) or bbox='W,S,E,N' "
-                             "(degrees)", "aoi")
-    data: dict[str, Any] = dict(settings or {})
-    data.update({"out": out, "catalog": catalog, "aoi": outlines or bbox, "start": start,
-                 "end": end, "model": model, "tiles_per_task": tiles_per_task,
-                 "reference": reference})
-    if sensors:
-        data["collections"] = tuple(sensors)
-    try:
-        return parse_run_config(data, source="flow parameters", cli=False)
-    except ConfigError as exc:
-        raise PreflightError(str(exc), "config") from exc
-
-
 @flow(name="global-inventory", flow_run_name=_global_run_name, persist_result=False)
 def global_inventory(
     out: str,
@@ -398,6 +383,11 @@ def global_inventory(
     # One cluster for the tiles and the merge: it stays up until the inventory is merged.
     with make_cluster(spec, plugins=plugins) as (_cluster, address):
         try:
+            if fn is process_tile:  # measured on a worker, where the tiles will run
+                t1 = time.perf_counter()
+                with dask_client(address) as client:
+                    cfg = fix_runtime(cfg, client)
+                timings["runtime"] = time.perf_counter() - t1
             t1 = time.perf_counter()
             per_region = _process_regions(groups, cfg, fn, address, tile_resources(spec),
                                           task_runner)

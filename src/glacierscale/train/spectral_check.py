@@ -40,12 +40,18 @@ BLOCK = 8
 
 def read_points(path: str | Path) -> tuple[NDArray[np.float32], NDArray[np.int64],
                                            NDArray[np.str_]]:
-    """Spectra ``(N, 6)`` in the common band order of :data:`S2_COLUMNS`, classes and sites."""
+    """Spectra ``(N, 6)`` in the common band order of :data:`S2_COLUMNS`, classes and sites.
+
+    A point missing a band is left out: the engine writes no data for such a pixel, and a NaN
+    inside an assembled patch would otherwise reach its neighbours through the floor's windows.
+    """
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    spectra = np.array([[float(r[c]) for c in S2_COLUMNS.values()] for r in rows], np.float32)
-    return (spectra, np.array([int(r["class"]) for r in rows]),
-            np.array([r["site_name"] for r in rows]))
+    spectra = np.array([[float(r[c]) if r[c].strip() else np.nan for c in S2_COLUMNS.values()]
+                        for r in rows], np.float32)
+    keep = np.isfinite(spectra).all(axis=1)
+    return (spectra[keep], np.array([int(r["class"]) for r in rows])[keep],
+            np.array([r["site_name"] for r in rows])[keep])
 
 
 def _prob(model: GlacierModel, x: torch.Tensor) -> torch.Tensor:
