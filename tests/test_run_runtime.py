@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from distributed import Client, LocalCluster
 
 from glacierscale.config import InferConfig, RunConfig
 from glacierscale.infer import RuntimeChoice
-from glacierscale.infer.worker import worker_model
+from glacierscale.infer.worker import ModelPlugin, worker_model
 from glacierscale.run import RUNTIME_KEY, fix_runtime
 
 
@@ -35,6 +36,20 @@ def test_the_held_model_is_prepared_for_the_pinned_runtime() -> None:
         model, rt = worker_model("ndsi", InferConfig(), token)
         assert rt.choice() == RuntimeChoice.parse(token), token
         assert model.card.name == "ndsi"
+
+
+
+def test_a_run_s_runtime_equal_to_the_worker_s_static_one_prepares_nothing_again() -> None:
+    """The plugin prepares the static choice at worker start; the run's measured choice is often
+    that one, and its first tile must not prepare the model again."""
+    plugin = ModelPlugin("band-ratio", InferConfig())
+    plugin.setup(SimpleNamespace(name="w", address="inproc://w",
+                                 state=SimpleNamespace(nthreads=1)))
+    model, rt = worker_model("band-ratio", InferConfig())
+    again = worker_model("band-ratio", InferConfig(), rt.choice().token())
+    assert again[1] is rt and again[0] is model
+    other = "cpu/fp32/nchw" if rt.layout == "channels_last" else "cpu/fp32/channels_last"
+    assert worker_model("band-ratio", InferConfig(), other)[1].choice().token() == other
 
 
 def test_an_unpinned_run_measures_once_and_its_resume_reuses_the_record(tmp_path: Path) -> None:

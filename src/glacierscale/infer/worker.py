@@ -142,12 +142,13 @@ def worker_model(model: str, cfg: InferConfig | None = None,
 
     Prepared by :class:`ModelPlugin` at worker start, or here, once, when no plugin did. A
     ``runtime`` other than the one it was prepared for re-prepares the same instance (a run
-    always passes its own, so this happens at most once per run and worker).
+    always passes its own, so this happens at most once per run and worker); the one it runs
+    already (e.g. the run measured the machine's static choice) keeps it as it is.
     """
     choice = _as_choice(runtime)
     with _LOCK:
         held = _MODELS.get(model)
-        if held is None or (choice is not None and held.choice != choice):
+        if held is None or (choice is not None and held.rt.choice() != choice):
             held = _hold(model, cfg or InferConfig.model_validate({}), choice,
                          held.model if held is not None else None)
             _MODELS[model] = held
