@@ -88,3 +88,10 @@ def test_the_probe_runs_on_a_worker_of_the_run_s_cluster(tmp_path: Path) -> None
                                              fromlist=["x"]).loaded_models())
     assert RuntimeChoice.parse(pinned.infer.runtime).device == "cpu"
     assert list(held.values()) == [["ndsi"]]  # the worker loaded the model to measure it
+
+
+def test_an_unreadable_runtime_record_is_measured_again(tmp_path: Path) -> None:
+    (tmp_path / RUNTIME_KEY).write_text("{not json")
+    pinned = fix_runtime(_cfg(out=str(tmp_path), model="ndsi"))
+    record = json.loads((tmp_path / RUNTIME_KEY).read_text())
+    assert record["runtime"]["token"] == pinned.infer.runtime and record["model"] == "ndsi"

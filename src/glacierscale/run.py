@@ -73,14 +73,19 @@ def fix_runtime(cfg: RunConfig, client: Any | None = None) -> RunConfig:
         return cfg
     store = Store(cfg.out)
     key = cfg.token()  # the unpinned settings: another model or grid measures anew
+    choice: RuntimeChoice | None = None
     try:
         record = json.loads(store.read_bytes(RUNTIME_KEY))
+        if record.get("config_token") == key:
+            choice = RuntimeChoice.from_dict(record["runtime"])
+            how = "recorded by an earlier run of these settings"
     except FileNotFoundError:
-        record = None
-    if record and record.get("config_token") == key:
-        choice = RuntimeChoice.from_dict(record["runtime"])
-        how = "recorded by an earlier run of these settings"
-    else:
+        pass
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        # An unreadable record is no record: measure again and replace it.
+        log.warning("ignoring %s (%s): the runtime is measured again", RUNTIME_KEY,
+                    type(exc).__name__)
+    if choice is None:
         if client is not None:
             # pure=False: a fresh measurement, never a result Dask cached from another run
             choice = client.submit(choose_run_runtime, cfg.model, cfg.infer,
@@ -88,7 +93,7 @@ def fix_runtime(cfg: RunConfig, client: Any | None = None) -> RunConfig:
         else:
             choice = choose_run_runtime(cfg.model, cfg.infer, budget_s=PROBE_BUDGET_S)
         store.write_bytes_atomic(RUNTIME_KEY, json.dumps(
-            {"config_token": key, "model": cfg.model, "runtime": choice.to_dict()},
+            {"config_token": key, "model": redact(cfg.model), "runtime": choice.to_dict()},
             indent=1).encode())
         how = "measured: " + ", ".join(f"{k} {v:.1f}" for k, v in dict(
             choice.evidence.get("probe_windows_per_s", {})).items()) + " windows/s"
