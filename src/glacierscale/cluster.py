@@ -27,9 +27,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+from distributed.diagnostics.plugin import WorkerPlugin
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from glacierscale.config import RunConfig
+from glacierscale.core.redact import ConsoleFormatter, install_log_redaction
 
 log = logging.getLogger(__name__)
 
@@ -331,6 +333,33 @@ def local_kwargs(spec: ClusterSpec) -> dict[str, Any]:
     return kw
 
 
+class WorkerLogging(WorkerPlugin):
+    """Workers log like the CLI: redacted, one line per record, tracebacks only when debugging."""
+
+    idempotent = True  # registered again with the same settings: nothing to do
+
+    def __init__(self, debug: bool) -> None:
+        self.debug = debug
+        self.pid = os.getpid()
+        self.name = f"glacierscale-logging-{'debug' if debug else 'quiet'}"
+
+    def setup(self, worker: Any) -> None:
+        install_log_redaction()
+        if os.getpid() == self.pid:
+            return  # threads in the flow's own process already log through its handlers
+        logging.captureWarnings(True)  # warnings too pass the redaction
+        handler = logging.StreamHandler()
+        handler.setFormatter(ConsoleFormatter(self.debug))
+        # A worker process is ours to configure: one handler (Prefect's import added its own).
+        root = logging.getLogger()
+        root.handlers = [handler]
+        root.setLevel(logging.DEBUG if self.debug else logging.WARNING)
+        if not self.debug:
+            # Readers log every failed read; the run reports each failed tile once, by cause.
+            for name in ("odc", "rasterio", "distributed.nanny"):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def register_plugins(address: str, plugins: Sequence[Any]) -> None:
     """Register worker plugins on the scheduler at ``address``: every present worker runs their
     setup now (an error there, e.g. an unknown model, is raised here), every future one at start."""
@@ -344,13 +373,14 @@ def register_plugins(address: str, plugins: Sequence[Any]) -> None:
 
 
 @contextmanager
-def make_cluster(spec: ClusterSpec | None = None, *,
-                 plugins: Sequence[Any] = ()) -> Iterator[tuple[Any | None, str]]:
+def make_cluster(spec: ClusterSpec | None = None, *, plugins: Sequence[Any] = (),
+                 preload: Sequence[str] = ()) -> Iterator[tuple[Any | None, str]]:
     """Start (or connect to) the cluster of ``spec``; yield ``(cluster or None, address)``.
 
     ``plugins`` (Dask worker plugins, e.g. ``glacierscale.infer.worker.ModelPlugin`` holding the
-    run's model) are registered before the address is handed out. The cluster is closed on exit;
-    for ``kind="address"`` nothing is started or stopped.
+    run's model) are registered before the address is handed out. ``preload`` names modules a
+    local worker imports as it starts (Dask's worker preload), so its first task does not wait
+    for them. The cluster is closed on exit; for ``kind="address"`` nothing is started or stopped.
     """
     spec = resolve(spec or ClusterSpec())
     if spec.kind == "address":
@@ -362,11 +392,11 @@ def make_cluster(spec: ClusterSpec | None = None, *,
     if spec.kind == "local":
         from distributed import LocalCluster
 
-        cluster = LocalCluster(**local_kwargs(spec))
+        cluster = LocalCluster(**local_kwargs(spec), **_preload(preload))
     elif spec.kind == "cuda":
         from dask_cuda import LocalCUDACluster
 
-        kw = local_kwargs(spec)
+        kw = {**local_kwargs(spec), **_preload(preload)}
         kw.pop("processes", None)  # always one process per GPU
         cluster = LocalCUDACluster(**kw)
     elif spec.kind == "kubernetes":
@@ -399,6 +429,10 @@ def make_cluster(spec: ClusterSpec | None = None, *,
         _close(cluster, timeout=5)
         raise
     _close(cluster)
+
+
+def _preload(modules: Sequence[str]) -> dict[str, Any]:
+    return {"preload": list(modules)} if modules else {}
 
 
 def _close(cluster: Any, timeout: float | None = None) -> None:

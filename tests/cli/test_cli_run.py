@@ -19,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 import glacierscale.demo as sample_module
+import glacierscale.orchestrate.api as api
 import glacierscale.orchestrate.flows as orchestrate
 from glacierscale.cli import app
 from glacierscale.config import GridConfig, RunConfig
@@ -137,6 +138,8 @@ def test_the_manifest_records_the_resolution_used(tmp_path: Path, catalog: str,
         return {"summary": finalize(cfg, [], {})}
 
     monkeypatch.setattr(orchestrate, "prefect_api", nullcontext)
+    monkeypatch.setattr(api, "launch_temporary_api", lambda: None)
+    monkeypatch.setattr(orchestrate, "early_cluster", lambda *a: nullcontext())
     monkeypatch.setattr(orchestrate, "global_inventory", fake_flow)
     result = _run(tmp_path, "--model", "default")
     assert result.exit_code == 0, result.output

@@ -14,10 +14,9 @@ import pytest
 CHILD = """
 import os, sys, time
 os.environ.pop("PREFECT_API_URL", None)
-from glacierscale.orchestrate.api import prefect_api
-from prefect.server.api.server import SubprocessASGIServer
+from glacierscale.orchestrate.api import prefect_api, temporary_server_pid
 with prefect_api() as url:
-    print(SubprocessASGIServer().server_process.pid, url, flush=True)
+    print(temporary_server_pid(), url, flush=True)
     time.sleep(600)
 """
 

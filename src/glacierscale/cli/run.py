@@ -272,6 +272,9 @@ def _execute_one(load: Callable[[], RunConfig]) -> int:
     log.debug("preflight passed in %.2f s: %s", time.perf_counter() - t0, dict(checked.seconds))
     for note in checked.notes:
         typer.echo(f"note: {redact(note)}", err=True)
+    from glacierscale.orchestrate.api import launch_temporary_api
+
+    launch_temporary_api()  # comes up while the flows are imported (none with PREFECT_API_URL)
     from glacierscale.orchestrate.flows import run as run_flow
 
     quiet_libraries()  # importing Dask and Prefect has just set their loggers to INFO

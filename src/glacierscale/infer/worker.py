@@ -105,7 +105,15 @@ class ModelPlugin(WorkerPlugin):
         self.cfg = cfg or InferConfig.model_validate({})
         self.runtime = _as_choice(runtime)
         self.threads = threads
-        self.name = f"glacierscale-model-{model}"
+        # Named by everything its setup depends on, and idempotent: registering the same plugin
+        # again (a run that started its cluster before handing it to the flow) is a no-op on
+        # the scheduler, while other settings register a plugin of their own.
+        digest = zlib.crc32(repr((model, self.cfg.model_dump(mode="json"),
+                                  self.runtime.token() if self.runtime else None,
+                                  threads)).encode())
+        self.name = f"glacierscale-model-{model}-{digest:08x}"
+
+    idempotent = True
 
     def setup(self, worker: Any) -> None:
         gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "")

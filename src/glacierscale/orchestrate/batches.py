@@ -1,29 +1,32 @@
 """Plain helpers of the flows (no Prefect here): the config from flow parameters, batches,
-regions, tile functions, Dask clients.
+regions, tile functions, Dask clients, the workers' plugins and a run's early-started cluster.
 
 Kept apart from :mod:`glacierscale.orchestrate.flows` so the flow module reads as the flow.
 """
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import date
 from threading import Lock
 from typing import Any
 
+from glacierscale.cluster import ClusterSpec, WorkerLogging, make_cluster, resolve
 from glacierscale.config import ConfigError, RunConfig, parse_run_config
 from glacierscale.core import faults
 from glacierscale.core.redact import redact
 from glacierscale.core.tiles import TileSpec
+from glacierscale.infer.worker import ModelPlugin
 from glacierscale.pipeline import TileFn, TileResult, process_tile
 from glacierscale.preflight import PreflightError
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -171,3 +174,52 @@ def config_from_parameters(*, out: str, catalog: str, outlines: str | None, bbox
         return parse_run_config(data, source="flow parameters", cli=False)
     except ConfigError as exc:
         raise PreflightError(str(exc), "config") from exc
+
+
+#: What a worker imports as it starts: the tile function and everything a tile uses (~1.5 s of
+#: imports its first tile would otherwise wait for, after the cluster was handed out).
+WORKER_PRELOAD = (__name__,)
+
+
+def worker_plugins(cfg: RunConfig, fn: TileFn) -> list[Any]:
+    """The Dask worker plugins of a run: workers log like the CLI, and the real pipeline's
+    workers load and prepare the run's model once, at their start, with their share of the cores
+    (a tile function of its own brings its own model, if any). Registered with the cluster, so
+    their setup runs while the workers start rather than before the first tile."""
+    plugins: list[Any] = [WorkerLogging(logging.getLogger("glacierscale").isEnabledFor(
+        logging.DEBUG))]
+    if fn is process_tile:
+        plugins.append(ModelPlugin(cfg.model, cfg.infer, runtime=cfg.infer.runtime or None))
+    return plugins
+
+
+@contextmanager
+def early_cluster(cfg: RunConfig, cluster: ClusterSpec | None, tile_fn: TileFn | None,
+                   task_runner: str) -> Iterator[ClusterSpec | Future[ClusterSpec] | None]:
+    """A run's local cluster, started in a thread while the Prefect API comes up.
+
+    Both take seconds (the temporary server its imports and database, each worker its imports
+    and the run's model) on different cores; started one after the other, a laptop run waits
+    for their sum. Yields a future of the cluster's address spec, which the flow connects to
+    (its plugins, registered here, are idempotent there), and stops the cluster after the flow.
+    Only for a local CPU cluster with the threads task runner, whose workers never talk to
+    Prefect (Prefect tasks on Dask workers need the API's address before the workers start).
+    Anything else yields ``cluster`` unchanged, for the flow to start.
+    """
+    spec = resolve(cluster or ClusterSpec.from_run_config(cfg))
+    if spec.kind != "local" or task_runner != "threads":
+        yield cluster
+        return
+    fn = resolve_tile_fn(tile_fn)
+    with ExitStack() as stack, ThreadPoolExecutor(1, thread_name_prefix="cluster") as pool:
+
+        def start() -> ClusterSpec:
+            _, address = stack.enter_context(make_cluster(
+                spec, plugins=worker_plugins(cfg, fn), preload=WORKER_PRELOAD))
+            return ClusterSpec(kind="address", address=address)
+
+        started = pool.submit(contextvars.copy_context().run, start)
+        try:
+            yield started
+        finally:
+            wait([started])  # the stack closes a cluster that finished starting meanwhile

@@ -31,18 +31,16 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import os
 import queue
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from datetime import date
 from typing import Any, Literal
 
-from distributed.diagnostics.plugin import WorkerPlugin
 from prefect import flow, get_run_logger, tags, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
@@ -50,26 +48,33 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from prefect_dask import DaskTaskRunner
 
-from glacierscale.cluster import ClusterSpec, make_cluster, resolve, tile_resources
+from glacierscale.cluster import (
+    ClusterSpec,
+    make_cluster,
+    resolve,
+    tile_resources,
+)
 from glacierscale.config import RunConfig
 from glacierscale.core import faults
 from glacierscale.core.footprint import looks_like_bbox, parse_bbox
-from glacierscale.core.redact import ConsoleFormatter, install_log_redaction, redact, redact_obj
+from glacierscale.core.redact import install_log_redaction, redact, redact_obj
 from glacierscale.core.tiles import TileSpec
-from glacierscale.infer.worker import ModelPlugin
 from glacierscale.orchestrate.api import prefect_api
 from glacierscale.orchestrate.artifacts import RegionProgress, publish_run
 from glacierscale.orchestrate.batches import (
+    WORKER_PRELOAD,
     Batch,
     close_clients,
     config_from_parameters,
     dask_client,
+    early_cluster,
     group_by_region,
     make_batches,
     plan_regions,
     resolve_tile_fn,
     run_tile,
     tile_of,
+    worker_plugins,
 )
 from glacierscale.orchestrate.epochs import run_epochs
 from glacierscale.pipeline import TileFn, TileResult, process_tile
@@ -139,32 +144,6 @@ def _listening(listener: ProgressListener | None) -> Iterator[None]:
         yield
     finally:
         _progress = None
-
-
-class WorkerLogging(WorkerPlugin):
-    """Workers log like the CLI: redacted, one line per record, tracebacks only when debugging."""
-
-    name = "glacierscale-logging"
-
-    def __init__(self, debug: bool) -> None:
-        self.debug = debug
-        self.pid = os.getpid()
-
-    def setup(self, worker: Any) -> None:
-        install_log_redaction()
-        if os.getpid() == self.pid:
-            return  # threads in the flow's own process already log through its handlers
-        logging.captureWarnings(True)  # warnings too pass the redaction
-        handler = logging.StreamHandler()
-        handler.setFormatter(ConsoleFormatter(self.debug))
-        # A worker process is ours to configure: one handler (Prefect's import added its own).
-        root = logging.getLogger()
-        root.handlers = [handler]
-        root.setLevel(logging.DEBUG if self.debug else logging.WARNING)
-        if not self.debug:
-            # Readers log every failed read; the run reports each failed tile once, by cause.
-            for name in ("odc", "rasterio", "distributed.nanny"):
-                logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 # --------------------------------------------------------------------------- Prefect tasks
@@ -376,12 +355,9 @@ def global_inventory(
     get_run_logger().info("%d tiles in %d region(s): %s", n_tiles, len(groups),
              ", ".join(f"{k} ({len(v)})" for k, v in groups.items()))
     spec = resolve(spec)
-    # The real pipeline's workers load and prepare the run's model once, at their start, with
-    # their share of the cores (a tile function of its own brings its own model, if any).
-    plugins = ([ModelPlugin(cfg.model, cfg.infer, runtime=cfg.infer.runtime or None)]
-               if fn is process_tile else [])
+    plugins = worker_plugins(cfg, fn)
     # One cluster for the tiles and the merge: it stays up until the inventory is merged.
-    with make_cluster(spec, plugins=plugins) as (_cluster, address):
+    with make_cluster(spec, plugins=plugins, preload=WORKER_PRELOAD) as (_cluster, address):
         try:
             if fn is process_tile:  # measured on a worker, where the tiles will run
                 t1 = time.perf_counter()
@@ -410,10 +386,6 @@ def _process_regions(groups: dict[str, list[str]], cfg: RunConfig, fn: TileFn, a
                      ) -> dict[str, list[TileResult]]:
     """Run the region subflows on the cluster at ``address``, a few regions at a time."""
     with _held(cfg) as ref:
-        with dask_client(address) as client:
-            client.register_plugin(WorkerLogging(
-                logging.getLogger("glacierscale").isEnabledFor(logging.DEBUG)))
-
         def one(region: str) -> list[TileResult]:
             ids = groups[region]
             n_batches = -(-len(ids) // cfg.tiles_per_task)
@@ -452,6 +424,7 @@ def run(cfg: RunConfig, *, tile_fn: TileFn | None = None, tiles: Sequence[TileSp
 
     The preflight runs first, before any server or cluster starts (``checked`` passes one the
     caller already ran); a problem raises :class:`~glacierscale.preflight.PreflightError`.
+    A local cluster then starts while the temporary server does (``batches.early_cluster``).
     ``progress`` is told of the plan and of each tile as it finishes.
     """
     install_log_redaction()
@@ -471,12 +444,14 @@ def run(cfg: RunConfig, *, tile_fn: TileFn | None = None, tiles: Sequence[TileSp
     settings = redact_obj(cfg.model_dump(mode="json", exclude={
         "out", "catalog", "aoi", "start", "end", "model", "tiles_per_task", "reference",
         "collections"}))
-    with prefect_api(), tags("glacierscale"), _held(cfg) as ref, _listening(progress):
+    with early_cluster(cfg, cluster, tile_fn, task_runner) as early, prefect_api(), \
+            tags("glacierscale"), _held(cfg) as ref, _listening(progress):
         state: Any = global_inventory(
             out=shown.out, catalog=shown.catalog, outlines=None if is_bbox else shown.aoi,
             bbox=shown.aoi if is_bbox else None, regions=list(regions) or None, start=cfg.start,
             end=cfg.end, sensors=list(cfg.collections) or None, model=shown.model,
-            cluster=cluster, tiles_per_task=cfg.tiles_per_task, reference=shown.reference,
+            cluster=early.result() if isinstance(early, Future) else early,
+            tiles_per_task=cfg.tiles_per_task, reference=shown.reference,
             settings=settings, task_runner=task_runner, tile_fn=tile_fn,
             tile_ids=[t.tile_id for t in tiles] if tiles is not None else None, config_ref=ref)
     summary: RunSummary = state["summary"]
