@@ -100,3 +100,23 @@ def test_the_engine_keeps_a_recorded_choice() -> None:
     p16 = predict_tile(unet, img, cfg, runtime=rt).prob
     p32 = predict_tile(unet, img, cfg, runtime=Runtime(threads=2)).prob
     assert 0 < np.abs(p16 - p32).mean() < 0.05
+
+
+def test_a_cached_preparation_puts_the_model_back_in_its_layout_only_when_moved() -> None:
+    from glacierscale.infer.prepared import prepare
+    from glacierscale.infer.probe import set_layout
+
+    unet = seeded_unet(bands=BANDS, width=8, depth=2)
+    cfg = InferConfig(window_px=64)
+    rt = RuntimeChoice("cpu", "fp32", "channels_last").runtime(cfg, threads=1)
+    conv = next(m for m in unet.modules()
+                if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1))
+    first = prepare(unet, rt, 64, "gaussian")
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    set_layout(unet, channels_last=False)  # what preparing it for another runtime does
+    assert not conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert prepare(unet, rt, 64, "gaussian") is first
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last), "left as moved"
+    img = np.random.default_rng(2).uniform(0.05, 0.5, (3, 80, 80)).astype(np.float32)
+    np.testing.assert_array_equal(predict_tile(unet, img, cfg, runtime=rt).prob,
+                                  predict_tile(unet, img, cfg, runtime=rt).prob)

@@ -180,6 +180,18 @@ def _state(model: GlacierModel) -> tuple[tuple[int, int], ...]:
                                                                 model.buffers()))
 
 
+def _placed(model: nn.Module, rt: Runtime) -> bool:
+    """Whether ``model`` is on ``rt``'s device in its memory format. Moves and reformats apply
+    to the whole module, so its first convolution kernel tells; checking it costs microseconds
+    where moving every module again costs milliseconds per tile."""
+    kernel = next((p for p in model.parameters() if p.dim() == 4 and p.shape[2:].numel() > 1),
+                  None)
+    if kernel is None:
+        return False
+    fmt = torch.channels_last if rt.channels_last else torch.contiguous_format
+    return kernel.device == rt.torch_device and kernel.is_contiguous(memory_format=fmt)
+
+
 def prepare(model: GlacierModel, rt: Runtime, window_px: int, blend: BlendKind,
             weights: np.ndarray | None = None) -> Prepared:
     """``model`` ready for ``rt``: on its device (in place for torch modules), in its memory
@@ -193,8 +205,8 @@ def prepare(model: GlacierModel, rt: Runtime, window_px: int, blend: BlendKind,
         hit = _PREPARED.get(key)
         if hit is not None and hit.model is model:
             _PREPARED.move_to_end(key)
-            if isinstance(model, nn.Module):
-                # Another runtime of the same model may have moved or reformatted it since.
+            if isinstance(model, nn.Module) and not _placed(model, hit.rt):
+                # Another runtime of the same model moved or reformatted it since.
                 model.to(hit.rt.torch_device)
                 set_layout(model, hit.rt.channels_last)
             return hit
