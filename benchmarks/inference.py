@@ -49,6 +49,7 @@ from glacierscale.infer import Runtime, RuntimeChoice, predict_tile, predict_til
 from glacierscale.infer.probe import set_layout
 from glacierscale.infer.runtime import keep_freed_memory
 from glacierscale.models import TorchModel, seeded_unet
+from glacierscale.testing.memory import peak_rss_bytes, reset_peak_rss
 
 OPTICAL7 = ("blue", "green", "red", "nir", "swir16", "swir22", "elevation")
 BANDS13 = (*OPTICAL7, "slope", "aspect", "hillshade", "curvature", "ndsi", "ndwi")
@@ -260,26 +261,6 @@ def write_tile(image: np.ndarray, path: Path) -> None:
         dst.write(image)
 
 
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak_rss() -> int:
-    """Reset the kernel's peak-RSS mark (VmHWM) and return the current RSS: the baseline."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    return _status_kb("VmRSS")
-
-
-def _peak_rss() -> int:
-    """Peak RSS since the last reset (getrusage's ru_maxrss would carry the parent's peak)."""
-    return _status_kb("VmHWM")
-
-
 def _monai_input(tif: str, model: TorchModel, channels_last: bool) -> torch.Tensor:
     """The materialised, normalised input MONAI is handed (as its users do), optionally in the
     runtime's memory format."""
@@ -332,7 +313,9 @@ def child(side: str, tif: str, out: str, width: int, batch: int, runtime: str) -
     """One side of the MONAI comparison, in a fresh process; prints one JSON line."""
     model, cfg, rt = _setup(width, batch, runtime)
     with rasterio.Env(GDAL_CACHEMAX=64):
-        base = _reset_peak_rss()
+        base = reset_peak_rss()
+        if base is None:
+            raise SystemExit("this benchmark measures memory with /proc/self/clear_refs (Linux)")
         if side == "ours":
             t0 = time.perf_counter()
             prob = _ours(model, tif, cfg, rt)
@@ -342,7 +325,7 @@ def child(side: str, tif: str, out: str, width: int, batch: int, runtime: str) -
             t0 = time.perf_counter()
             prob = _monai(model, x, batch, rt)[0, 0].numpy()
             seconds = time.perf_counter() - t0
-    peak = _peak_rss()
+    peak = peak_rss_bytes()
     np.save(out, prob)
     layout = WindowLayout.for_shape(prob.shape, 512, 0.5)
     print(json.dumps({"side": side, "seconds": seconds, "windows": layout.n_windows,

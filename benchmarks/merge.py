@@ -34,7 +34,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import resource
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +48,7 @@ from glacierscale.config import sample_data_dir
 from glacierscale.inventory.cluster_merge import merge_on_cluster, write_bands
 from glacierscale.inventory.merge import merge_tiles
 from glacierscale.io import Store, read_geoparquet, write_geoparquet
+from glacierscale.testing.memory import peak_rss_gib, reset_peak_rss
 from merge_world import build  # beside this file
 
 OUT_SINGLE = "inventory/single.parquet"
@@ -62,30 +62,6 @@ def tile_ids(store: Store) -> list[str]:
     keys = set(store.list("tiles/"))
     done = sorted(k.split("/")[1] for k in keys if k.endswith("/item.json"))
     return [t for t in done if f"tiles/{t}/outlines.parquet" in keys]
-
-
-def peak_rss_gib() -> float:
-    """This process's own peak resident set (``VmHWM``), in GiB; ``ru_maxrss`` where there is
-    no ``/proc`` (there it may include the parent's peak before the process was spawned)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 2**20  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-def reset_peak_rss() -> bool:
-    """Start this process's ``VmHWM`` again from its current resident set (Linux); True if
-    it did."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def _single(root: str, queue: Any) -> None:
@@ -173,7 +149,8 @@ def main() -> None:
     single = not args.no_single_process
     single_s, single_rss, single_read = single_process(str(root)) if single else (None, None,
                                                                                  None)
-    driver_measured = reset_peak_rss()  # the driver's peak from here, not the world build's
+    # the driver's peak from here, not the world build's
+    driver_measured = reset_peak_rss() is not None
     one_s, one_rss, _ = on_cluster(str(root), 1, "inventory/one.parquet")
     two_s, two_rss, extra = on_cluster(str(root), 2, "inventory/two.parquet")
     driver_rss = peak_rss_gib() if driver_measured else None

@@ -43,17 +43,6 @@ S30_ASSETS = {"blue": "B02", "green": "B03", "red": "B04", "nir": "B8A", "swir16
 
 
 # -- process-tree memory -------------------------------------------------------------------------
-def _hwm(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def _describe(cmdline: list[str]) -> str:
     """A short name for a process of the tree: the program and its first telling argument."""
     words = [w for w in cmdline if not w.startswith("-")]
@@ -68,6 +57,8 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> dict[str,
     """Run ``cmd`` in a fresh process; wall seconds, output and the sum over its process tree of
     each process's peak RSS (the largest ``VmHWM`` seen while it lived)."""
     import psutil
+
+    from glacierscale.testing.memory import peak_rss_bytes
 
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -89,7 +80,7 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> dict[str,
             tree = []
         live = 0
         for p in tree:
-            hwm = _hwm(p.pid)
+            hwm = peak_rss_bytes(p.pid)
             peaks[p.pid] = max(peaks.get(p.pid, 0), hwm)
             if p.pid not in names:
                 with contextlib.suppress(psutil.Error):

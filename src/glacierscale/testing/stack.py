@@ -29,6 +29,7 @@ from uuid import UUID
 import httpx
 import psutil
 
+from glacierscale.testing.memory import peak_rss_bytes
 from glacierscale.testing.services import free_port
 
 BIN = Path(sys.executable).parent
@@ -307,11 +308,7 @@ class PeakMemory:
         self._thread.start()
 
     def _sample(self) -> int:
-        hwm = 0
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    hwm = int(line.split()[1]) * 1024
+        hwm = peak_rss_bytes(self.proc.pid)
         kids = 0
         for c in self.proc.children(recursive=True):
             try:
