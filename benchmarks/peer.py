@@ -55,7 +55,11 @@ def _describe(cmdline: list[str]) -> str:
 
 def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``cmd`` in a fresh process; wall seconds, output and the sum over its process tree of
-    each process's peak RSS (the largest ``VmHWM`` seen while it lived)."""
+    each process's peak RSS (the largest ``VmHWM`` seen while it lived).
+
+    A child caught between its fork and its exec still shows its parent's pages (shared, not
+    its own): each process counts with the peak seen under its last command line only.
+    """
     import psutil
 
     from glacierscale.testing.memory import peak_rss_bytes
@@ -66,6 +70,7 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> dict[str,
     root = psutil.Process(proc.pid)
     peaks: dict[int, int] = {}
     names: dict[int, str] = {}
+    commands: dict[int, list[str]] = {}
     max_live = 0
     out: list[str] = []
     err: list[str] = []
@@ -80,11 +85,15 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> dict[str,
             tree = []
         live = 0
         for p in tree:
+            try:
+                cmdline = p.cmdline()
+            except psutil.Error:
+                continue
             hwm = peak_rss_bytes(p.pid)
-            peaks[p.pid] = max(peaks.get(p.pid, 0), hwm)
-            if p.pid not in names:
-                with contextlib.suppress(psutil.Error):
-                    names[p.pid] = _describe(p.cmdline())
+            if commands.get(p.pid) != cmdline:  # new, or exec'd since: its own peak from here
+                commands[p.pid], peaks[p.pid] = cmdline, 0
+                names[p.pid] = _describe(cmdline)
+            peaks[p.pid] = max(peaks[p.pid], hwm)
             with contextlib.suppress(psutil.Error):
                 live += p.memory_info().rss
         max_live = max(max_live, live)

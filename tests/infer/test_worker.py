@@ -4,6 +4,7 @@ once, tasks reuse it, and its threads are the worker's share of the cores."""
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -63,6 +64,24 @@ def test_cluster_registers_the_plugin_and_tasks_share_one_prepared_model() -> No
     for r in results:
         for seed, prob in r["probs"].items():  # type: ignore[attr-defined]
             np.testing.assert_array_equal(prob, predict_tile(local, _img(seed), CFG).prob)
+
+
+def _preparing_threads() -> dict[str, str]:
+    from glacierscale.infer import worker
+
+    return {name: held.thread for name, held in worker._MODELS.items()}
+
+
+def test_a_worker_prepares_its_model_in_the_threads_that_run_its_tasks() -> None:
+    """Not in the event-loop thread: torch's OpenMP threads belong to the thread that starts
+    them, and a second team idling beside the tasks' one slows every forward pass."""
+    spec = ClusterSpec(n_workers=1, threads_per_worker=1, dashboard_address=None)
+    plugin = ModelPlugin("band-ratio", CFG, runtime=CHOICE)
+    with make_cluster(spec, plugins=[plugin]) as (_, address), Client(address) as client:
+        (threads,) = client.run(_preparing_threads).values()
+        task_thread = client.submit(lambda: threading.current_thread().name, pure=False).result()
+    assert threads == {"band-ratio": task_thread}
+    assert task_thread != "MainThread"
 
 
 def test_local_workers_never_oversubscribe_the_cores() -> None:
