@@ -171,3 +171,19 @@ def test_gdal_retry_options_follow_the_fault_settings(monkeypatch: pytest.Monkey
                 s["GDAL_HTTP_TIMEOUT"]) == ("7", "0.5", "30")
         monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", "2")  # a deployment's own value wins
         assert cloud_read_settings()["GDAL_HTTP_MAX_RETRY"] == "2"
+
+
+def test_a_truncated_remote_tiff_fails_at_once_instead_of_being_retried(served: Served) -> None:
+    """A file cut short (an interrupted upload) reads like a lost packet to GDAL; the probe
+    compares the object's size with the end of its last block and calls it permanent."""
+    whole = (served.root / "red.tif").read_bytes()
+    # The header is intact; the blocks of the tile's second row of blocks are gone.
+    (served.root / "cut.tif").write_bytes(whole[:len(whole) // 3])
+    assert probe(f"{served.url}/files/cut.tif") is faults.Fault.PERMANENT
+    assert probe(f"{served.url}/files/red.tif") is faults.Fault.TRANSIENT
+    faults.reset_retry_stats()
+    with faults.configured(_settings(gdal_retries=0, attempts=6)), \
+            pytest.raises(FaultError) as info:
+        served.read("cut.tif", "odc-stac", "cut")
+    assert str(info.value).endswith("(permanent)")
+    assert faults.retry_stats().get("read.retried", 0) == 0, faults.retry_stats()

@@ -17,6 +17,8 @@ connection, a failure GDAL cached), through :func:`read_with_retry` and the one 
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -38,6 +40,8 @@ T = TypeVar("T")
 
 #: First bytes of the raster formats a catalog asset may be in: a file starting otherwise is not
 #: a raster GDAL can read (an HTML error page, a truncated upload, random bytes).
+log = logging.getLogger(__name__)
+
 RASTER_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+",  # TIFF, BigTIFF
                 b"\x00\x00\x00\x0cjP  ", b"\xffO\xffQ",  # JPEG 2000 (jp2, j2k)
                 b"\x89PNG", b"\xff\xd8\xff", b"\x89HDF", b"CDF\x01", b"CDF\x02")
@@ -49,7 +53,9 @@ def probe(uri: str) -> faults.Fault:
     GDAL reports a failed header request and a corrupt file with the same words (and caches the
     failure), so this asks the object itself, bypassing GDAL: an error answer is classified as
     usual (503: transient, 404: permanent); bytes of a raster format mean the file is fine and
-    the read failed on the way (transient); other bytes mean a corrupt or foreign file.
+    the read failed on the way (transient), unless it is a TIFF that ends before its last block
+    (a truncated upload: no retry reads what is not there); other bytes mean a corrupt or
+    foreign file.
     """
     from fsspec.core import url_to_fs
 
@@ -59,7 +65,40 @@ def probe(uri: str) -> faults.Fault:
     except Exception as exc:
         verdict = faults.classify(exc)
         return faults.Fault.PERMANENT if verdict is faults.Fault.AMBIGUOUS else verdict
-    return faults.Fault.TRANSIENT if head.startswith(RASTER_MAGIC) else faults.Fault.PERMANENT
+    if not head.startswith(RASTER_MAGIC):
+        return faults.Fault.PERMANENT
+    if head.startswith(RASTER_MAGIC[:4]) and _ends_before_its_blocks(uri, fs, path):
+        return faults.Fault.PERMANENT
+    return faults.Fault.TRANSIENT
+
+
+def _ends_before_its_blocks(uri: str, fs: Any, path: str) -> bool:
+    """Whether the TIFF at ``uri`` is shorter than the end of its last full-resolution block
+    (overviews come first in a COG, so the full-resolution blocks reach its end). False when it
+    cannot be told: the retries decide then."""
+    try:
+        size = int(fs.size(path))
+        gdal_path = _gdal_path(uri)
+        # The reads' own options (no side-car probing), asked afresh, once: the probe must not
+        # itself wait out GDAL's retries.
+        opts = {**cloud_read_settings(per_read=True), "GDAL_HTTP_MAX_RETRY": "0",
+                "CPL_VSIL_CURL_NON_CACHED": gdal_path}
+        with rasterio.Env(**opts), rasterio.open(gdal_path) as src:
+            end = 0
+            for bidx, (bh, bw) in zip(src.indexes, src.block_shapes, strict=True):
+                for row in range(-(-src.height // bh)):
+                    for col in range(-(-src.width // bw)):
+                        offset = src.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=bidx)
+                        length = src.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=bidx)
+                        if offset and length:
+                            end = max(end, int(offset) + int(length))
+    except Exception:
+        return False
+    if end > size:
+        log.warning("%s is %d bytes long, its blocks reach byte %d: a truncated file",
+                    redact_url(uri), size, end)
+        return True
+    return False
 
 
 def _gdal_path(uri: str) -> str:
@@ -91,7 +130,25 @@ def read_with_retry(read: Callable[[], T], uri: str) -> T:
     local = "://" not in uri or uri.startswith("file:")
     return faults.retry_call(attempt, site="read", what=redact_url(uri),
                              resolve=lambda _exc: probe(uri), before_retry=before_retry,
-                             wrap=True, judge=_local_fault if local else faults.classify)
+                             wrap=True, judge=_local_fault if local else _remote_fault)
+
+
+#: GDAL's words for a block that arrived shorter than the file's header promised.
+_SHORT_READ = re.compile(r"got \d+ bytes, expected \d+")
+
+
+def _remote_fault(exc: BaseException) -> faults.Fault:
+    """As :func:`~glacierscale.core.faults.classify`, except that a short block is ambiguous: a
+    connection cut mid-answer (transient) and a truncated file (permanent) read alike, so
+    :func:`probe` compares the object's size with its blocks."""
+    seen: BaseException | None = exc
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:
+        if _SHORT_READ.search(str(seen)):
+            return faults.Fault.AMBIGUOUS
+        visited.add(id(seen))
+        seen = seen.__cause__ or seen.__context__
+    return faults.classify(exc)
 
 
 def _local_fault(_exc: BaseException) -> faults.Fault:
