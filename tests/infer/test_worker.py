@@ -17,7 +17,6 @@ from glacierscale.infer import RuntimeChoice, predict_tile, predict_tiles
 from glacierscale.infer.worker import (
     ModelPlugin,
     choose_run_runtime,
-    loaded_models,
     worker_model,
     worker_threads,
 )
@@ -41,7 +40,7 @@ def _task(seeds: list[int]) -> dict[str, object]:
     preds = dict(predict_tiles(model, ((s, _img(s)) for s in seeds), CFG, runtime=rt))
     return {"pid": os.getpid(), "model": id(model), "prepared": id(prepare(model, rt, 32,
                                                                              "gaussian")),
-            "loaded": loaded_models(), "rt": rt, "torch_threads": torch.get_num_threads(),
+            "loaded": _loaded(), "rt": rt, "torch_threads": torch.get_num_threads(),
             "env": {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "GDAL_NUM_THREADS")},
             "probs": {s: p.prob for s, p in preds.items()}}
 
@@ -64,6 +63,13 @@ def test_cluster_registers_the_plugin_and_tasks_share_one_prepared_model() -> No
     for r in results:
         for seed, prob in r["probs"].items():  # type: ignore[attr-defined]
             np.testing.assert_array_equal(prob, predict_tile(local, _img(seed), CFG).prob)
+
+
+def _loaded() -> list[str]:
+    """Names of the models this process holds."""
+    from glacierscale.infer import worker
+
+    return sorted(worker._MODELS)
 
 
 def _preparing_threads() -> dict[str, str]:
@@ -98,7 +104,7 @@ def test_local_workers_never_oversubscribe_the_cores() -> None:
 def test_worker_model_without_a_plugin_loads_prepares_and_caches_in_process() -> None:
     a, rt = worker_model("ndsi")
     b, rt2 = worker_model("ndsi")
-    assert a is b and rt == rt2 and rt.device in ("cpu", "cuda:0") and "ndsi" in loaded_models()
+    assert a is b and rt == rt2 and rt.device in ("cpu", "cuda:0") and "ndsi" in _loaded()
     c, rt3 = worker_model("ndsi", runtime="cpu/fp32/nchw")
     assert c is a and not rt3.channels_last, "another runtime re-prepares the same instance"
 

@@ -14,9 +14,12 @@ import pytest
 CHILD = """
 import os, sys, time
 os.environ.pop("PREFECT_API_URL", None)
-from glacierscale.orchestrate.api import prefect_api, temporary_server_pid
+import psutil
+from glacierscale.orchestrate.api import prefect_api
 with prefect_api() as url:
-    print(temporary_server_pid(), url, flush=True)
+    server = next(p for p in psutil.Process().children()
+                  if "prefect.server.api.server:create_app" in " ".join(p.cmdline()))
+    print(server.pid, url, flush=True)
     time.sleep(600)
 """
 

@@ -195,9 +195,3 @@ def choose_run_runtime(model: str, cfg: InferConfig, *, budget_s: float = 3.0,
     instance, _ = worker_model(model, cfg)
     return select_runtime(instance, cfg, budget_s=budget_s, sample=sample,
                           threads=threads or cpu_threads())
-
-
-def loaded_models() -> list[str]:
-    """Names of the models this process holds."""
-    with _LOCK:
-        return sorted(_MODELS)

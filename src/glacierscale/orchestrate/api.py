@@ -163,11 +163,6 @@ def launch_temporary_api() -> None:
         _SERVER.launch()
 
 
-def temporary_server_pid() -> int | None:
-    """The process id of this process's temporary server, if one runs."""
-    return _SERVER.process.pid if _SERVER.process is not None else None
-
-
 @contextmanager
 def prefect_api() -> Iterator[str]:
     """The Prefect API this process reports to: ``PREFECT_API_URL``, else one temporary server.
