@@ -379,8 +379,9 @@ def make_cluster(spec: ClusterSpec | None = None, *, plugins: Sequence[Any] = ()
 
     ``plugins`` (Dask worker plugins, e.g. ``glacierscale.infer.worker.ModelPlugin`` holding the
     run's model) are registered before the address is handed out. ``preload`` names modules a
-    local worker imports as it starts (Dask's worker preload), so its first task does not wait
-    for them. The cluster is closed on exit; for ``kind="address"`` nothing is started or stopped.
+    local CPU worker imports as it starts (Dask's worker preload), so its first task does not
+    wait for them. The cluster is closed on exit; for ``kind="address"`` nothing is started or
+    stopped.
     """
     spec = resolve(spec or ClusterSpec())
     if spec.kind == "address":
@@ -396,7 +397,7 @@ def make_cluster(spec: ClusterSpec | None = None, *, plugins: Sequence[Any] = ()
     elif spec.kind == "cuda":
         from dask_cuda import LocalCUDACluster
 
-        kw = {**local_kwargs(spec), **_preload(preload)}
+        kw = local_kwargs(spec)  # dask-cuda sets up its workers itself: no preload here
         kw.pop("processes", None)  # always one process per GPU
         cluster = LocalCUDACluster(**kw)
     elif spec.kind == "kubernetes":
