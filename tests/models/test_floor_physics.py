@@ -1,4 +1,5 @@
-"""The floor's physics logit: the NDSI where the pixel is lit, both indices where it is dark."""
+"""The floor's physics logit: the NDSI where the pixel is lit, both indices where it is dark
+and its red reflectance is a measurement."""
 
 from __future__ import annotations
 
@@ -35,3 +36,18 @@ def test_lit_pixels_follow_the_ndsi_and_dark_ones_need_both_indices() -> None:
     # shadowed ice: both say ice, and the floor with them
     ice = _refl(0.04, 0.03, 0.002)
     assert float(physics_logit(ice, p, BANDS)) > 0
+
+
+def test_a_non_positive_red_reflectance_leaves_the_dark_pixel_to_the_ndsi() -> None:
+    # Deep shadow after atmospheric correction, or a calibration offset: red at or below zero
+    # is no measurement, and the ratio of it (its log clamped) must not veto the NDSI.
+    p = _params()
+    for red in (0.0, -0.01):
+        shadowed_ice = _refl(0.03, red, 0.002)
+        nd = NDSI()(torch.cat([shadowed_ice[:, :1], shadowed_ice[:, 2:]], dim=1))
+        assert float(BandRatio()(shadowed_ice[:, 1:])) < 0 < float(nd)
+        assert torch.equal(physics_logit(shadowed_ice, p, BANDS), nd)
+    # the same pixel with a measured red keeps the band ratio's say
+    measured = _refl(0.03, 0.001, 0.002)
+    assert torch.equal(physics_logit(measured, p, BANDS),
+                       BandRatio()(measured[:, 1:]))

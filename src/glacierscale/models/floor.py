@@ -10,12 +10,12 @@ decades (Paul et al. 2002, Dozier 1989) is the better guess. The floored model's
 per pixel and per ensemble member, where:
 
 - ``z_phys`` is the NDSI logit of the registry baseline (NDSI > 0.4) on the same pixels, and in
-  dark pixels (green reflectance below ``dark_green``, 5 %) the lower of the NDSI and band-ratio
-  (red/SWIR1 > 2.8) logits: both must say ice. The NDSI is the better index in lit scenes (haze,
-  mixed pixels at coarse resolution), but in shadow the diffuse, blue-rich skylight inflates it
-  until shadowed rock reaches its threshold, and the ratio, whose red band is lit less by the sky
-  than the green, is the safer one there; optical snow maps put a brightness test beside the NDSI
-  for the same reason (Hall et al. 1995);
+  dark pixels (green reflectance below ``dark_green``, 5 %, and red above 0) the lower of the
+  NDSI and band-ratio (red/SWIR1 > 2.8) logits: both must say ice. The NDSI is the better index
+  in lit scenes (haze, mixed pixels at coarse resolution), but in shadow the diffuse, blue-rich
+  skylight inflates it until shadowed rock reaches its threshold, and the ratio, whose red band
+  is lit less by the sky than the green, is the safer one there; optical snow maps put a
+  brightness test beside the NDSI for the same reason (Hall et al. 1995);
 - ``t_conf`` is the network's confidence: 0 while its calibrated probability is within ``low`` of
   0.5, 1 beyond ``low + width`` (the network decides only where it is sure);
 - ``t_ood`` is the input distance: 1 while a pixel's spectrum is as likely under the training
@@ -112,11 +112,16 @@ def _pool(x: torch.Tensor, k: int) -> torch.Tensor:
 def physics_logit(reflectance: torch.Tensor, params: FloorParams,
                   bands: tuple[str, ...]) -> torch.Tensor:
     """The physics logit of ``(N, C, H, W)`` reflectance in ``bands``: the NDSI logit, and in
-    dark pixels (green below ``dark_green``) the lower of the NDSI and band-ratio logits."""
+    dark pixels (green below ``dark_green``) with a positive red reflectance the lower of the
+    NDSI and band-ratio logits."""
     g, r, s = (reflectance[:, bands.index(b)][:, None] for b in PHYSICS_BANDS)
     br = BandRatio(**params.band_ratio)(torch.cat([r, s], dim=1))
     nd = NDSI(**params.ndsi)(torch.cat([g, s], dim=1))
-    return torch.where(g < params.dark_green, torch.minimum(br, nd), nd)
+    # A red reflectance at or below zero is not a measurement (atmospheric correction overshot
+    # in deep shadow, or a calibration offset): the ratio of it says nothing, and its clamped
+    # log would veto the NDSI with full force. Such a pixel keeps the NDSI alone.
+    dark = (g < params.dark_green) & (r > 0)
+    return torch.where(dark, torch.minimum(br, nd), nd)
 
 
 def removal_rate(z_phys: torch.Tensor, prob: torch.Tensor, valid: torch.Tensor,
