@@ -1,4 +1,5 @@
-"""A run's temporary Prefect server goes with the run's process, however that ends."""
+"""A run's temporary Prefect server goes with the run's process, however that ends, and flows
+run against it send no heartbeats; a configured server keeps them."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ CHILD = """
 import os, sys, time
 os.environ.pop("PREFECT_API_URL", None)
 import psutil
+from prefect.settings import get_current_settings
 from glacierscale.orchestrate.api import prefect_api
 with prefect_api() as url:
     server = next(p for p in psutil.Process().children()
                   if "prefect.server.api.server:create_app" in " ".join(p.cmdline()))
-    print(server.pid, url, flush=True)
+    print(server.pid, url, get_current_settings().flows.heartbeat_frequency, flush=True)
     time.sleep(600)
 """
 
@@ -46,6 +48,7 @@ def test_a_killed_run_takes_its_temporary_server_with_it(tmp_path: Path) -> None
         line = proc.stdout.readline()
         server = int(line.split()[0])
         assert _alive(server)
+        assert line.split()[2] == "None"  # no flow-run heartbeats against it
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         deadline = time.monotonic() + 20
@@ -56,3 +59,15 @@ def test_a_killed_run_takes_its_temporary_server_with_it(tmp_path: Path) -> None
         proc.kill()
         if server and _alive(server):  # a failed test leaves no server behind either
             os.kill(server, signal.SIGKILL)
+
+
+def test_a_configured_server_keeps_its_flow_run_heartbeats() -> None:
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    from glacierscale.orchestrate.api import prefect_api
+
+    before = get_current_settings().flows.heartbeat_frequency
+    assert before is not None
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}), prefect_api() as url:
+        assert url == "http://127.0.0.1:9/api"
+        assert get_current_settings().flows.heartbeat_frequency == before

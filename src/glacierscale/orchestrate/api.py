@@ -169,7 +169,8 @@ def prefect_api() -> Iterator[str]:
 
     Setting the temporary server's address in the environment before a Dask cluster starts
     lets its workers report to it; otherwise each worker process would start its own server.
-    The temporary server serves every run of this process and stops with it, killed or not.
+    The temporary server serves every run of this process and stops with it, killed or not;
+    flows run against it send no heartbeats.
     """
     from prefect.settings import (
         PREFECT_API_URL,
@@ -186,7 +187,10 @@ def prefect_api() -> Iterator[str]:
     previous = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = api_url
     try:
-        with temporary_settings({PREFECT_API_URL: api_url}):
+        # No flow-run heartbeats against a server that lives and dies with this process: they
+        # let a long-lived server mark a crashed run, which this one cannot outlive to see, and
+        # each flow's exit waits up to a second for its heartbeat thread to wake up and stop.
+        with temporary_settings({PREFECT_API_URL: api_url, "flows.heartbeat_frequency": None}):
             yield api_url
     finally:
         if previous is None:
