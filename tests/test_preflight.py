@@ -8,6 +8,7 @@ would be the first to open the pixels (the CLI suite in tests/cli runs those).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -29,6 +30,8 @@ from glacierscale.preflight import (
     preflight,
 )
 from glacierscale.testing import services
+from glacierscale.testing.faultproxy import fault_proxy
+from glacierscale.testing.injection import FaultPlan
 
 BOX = "-117.32,52.156,-117.232,52.21"
 S2_KEYS = {"blue": "B02", "green": "B03", "red": "B04", "nir08": "B8A", "swir16": "B11",
@@ -268,6 +271,24 @@ def test_a_stac_api_is_checked_like_a_local_catalog(catalog: str, tmp_path: Path
         assert "no scenes in sentinel-2-l2a" in err.message
     err = error_of(cfg_for(url, tmp_path))  # the server is gone now
     assert err.field == "catalog" and "does not answer" in err.message
+
+
+@pytest.mark.integration
+def test_an_api_that_errors_gets_patience_and_one_nobody_answers_gets_none(
+        catalog: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ndjson = tmp_path / "items.ndjson"
+    ndjson.write_text("\n".join(p.read_text() for p in sorted(Path(catalog).glob("*.json"))))
+    with services.stac_api([ndjson]) as upstream, fault_proxy(upstream) as (url, log):
+        log.plan = FaultPlan(fail_first=3, first="error")  # three 503s before it answers
+        checked = preflight(cfg_for(url, tmp_path))
+        assert "sentinel-2-l2a" in checked.bands
+        assert log.summary()["faults"] == {"error": 3}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="glacierscale.core.faults"):
+        err = error_of(cfg_for(url, tmp_path))  # nothing listens at that port now
+    assert err.field == "catalog" and "does not answer" in err.message
+    retries = [r for r in caplog.records if "retry" in r.getMessage()]
+    assert len(retries) == 1, "a refused connection is asked twice, not for half a minute"
 
 
 # --------------------------------------------------------------------------- output

@@ -245,16 +245,42 @@ def _catalog_collections(cfg: RunConfig
     return source, list(cfg.collections), lambda _c: None, None
 
 
+#: Words of a connection nobody accepted: nothing listens at the port, or the host is unknown.
+_UNREACHABLE = ("Connection refused", "NewConnectionError", "NameResolutionError",
+                "Failed to resolve", "Name or service not known", "nodename nor servname")
+
+
+def _unreachable(exc: BaseException) -> bool:
+    from glacierscale.core import faults
+
+    return any(isinstance(e, ConnectionRefusedError) or any(w in f"{type(e).__name__}: {e}"
+                                                            for w in _UNREACHABLE)
+               for e in faults.chain(exc))
+
+
 def _open_api(url: str, given: str) -> Any:
     from pystac_client import Client
 
     from glacierscale.catalog.sources import RetryingStacApiIO
+    from glacierscale.core import faults
 
+    full = faults.settings()
+    # An API that answers with an error (throttled, briefly failing) is not a user error and
+    # gets the run's patience. Nothing listening at all is most often a mistyped URL: asked
+    # twice within a second, not for half a minute of backoff before the error names it.
+    quick = full.model_copy(update={"search": full.search.model_copy(
+        update={"attempts": min(2, full.search.attempts), "max_delay_s": 1.0})})
+    io = RetryingStacApiIO(quick)
     try:
-        # The same retrying I/O as the run's searches: a throttled or briefly failing API is
-        # not a user error.
-        io = RetryingStacApiIO()
-        return Client.open(url, stac_io=io, timeout=io.timeout)
+        try:
+            client = Client.open(url, stac_io=io, timeout=io.timeout)
+        except Exception as exc:
+            if _unreachable(exc):
+                raise
+            io.settings = full
+            client = Client.open(url, stac_io=io, timeout=io.timeout)
+        io.settings = full
+        return client
     except Exception as exc:
         raise PreflightError(f"--catalog {given!r}: the STAC API at {url} does not answer "
                              f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
