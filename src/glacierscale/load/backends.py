@@ -38,10 +38,10 @@ from glacierscale.load.signing import fresh_href
 
 T = TypeVar("T")
 
-#: First bytes of the raster formats a catalog asset may be in: a file starting otherwise is not
-#: a raster GDAL can read (an HTML error page, a truncated upload, random bytes).
 log = logging.getLogger(__name__)
 
+#: First bytes of the raster formats a catalog asset may be in: a file starting otherwise is not
+#: a raster GDAL can read (an HTML error page, a truncated upload, random bytes).
 RASTER_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+",  # TIFF, BigTIFF
                 b"\x00\x00\x00\x0cjP  ", b"\xffO\xffQ",  # JPEG 2000 (jp2, j2k)
                 b"\x89PNG", b"\xff\xd8\xff", b"\x89HDF", b"CDF\x01", b"CDF\x02")
@@ -141,13 +141,8 @@ def _remote_fault(exc: BaseException) -> faults.Fault:
     """As :func:`~glacierscale.core.faults.classify`, except that a short block is ambiguous: a
     connection cut mid-answer (transient) and a truncated file (permanent) read alike, so
     :func:`probe` compares the object's size with its blocks."""
-    seen: BaseException | None = exc
-    visited: set[int] = set()
-    while seen is not None and id(seen) not in visited:
-        if _SHORT_READ.search(str(seen)):
-            return faults.Fault.AMBIGUOUS
-        visited.add(id(seen))
-        seen = seen.__cause__ or seen.__context__
+    if any(_SHORT_READ.search(str(e)) for e in faults.chain(exc)):
+        return faults.Fault.AMBIGUOUS
     return faults.classify(exc)
 
 
