@@ -138,6 +138,25 @@ def test_the_outermost_decisive_exception_wins_over_its_context() -> None:
     assert classify(outer) is P
 
 
+def test_unreachable_is_nobody_accepting_the_connection_not_an_error_answer() -> None:
+    refused = requests.ConnectionError("HTTPConnectionPool(host='127.0.0.1', port=9): Max "
+                                       "retries exceeded (Caused by NewConnectionError(...: "
+                                       "[Errno 111] Connection refused))")
+    try:
+        try:
+            raise ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+        except ConnectionRefusedError as inner:
+            raise APIError("search failed") from inner
+    except APIError as wrapped:
+        assert faults.is_unreachable(wrapped)  # decided by the cause, whatever the wrapper says
+    assert faults.is_unreachable(refused)
+    assert faults.is_unreachable(requests.ConnectionError(
+        "Failed to resolve 'no-such-host.invalid' ([Errno -2] Name or service not known)"))
+    answered = APIError("503 Service Unavailable")
+    assert not faults.is_unreachable(answered)  # the server answered: its error is another matter
+    assert not faults.is_unreachable(requests.ReadTimeout("read timed out"))
+
+
 def test_retry_after_is_read_from_requests_and_botocore() -> None:
     hooked = _chained(APIError("x"), requests.HTTPError("x", response=_response(429, "7")))
     assert faults.retry_after_s(hooked) == 7.0

@@ -247,6 +247,19 @@ def is_transient(exc: BaseException) -> bool:
     return classify(exc) is Fault.TRANSIENT
 
 
+#: Words of a connection nobody accepted: nothing listens at the port, or the host is unknown.
+_UNREACHABLE = re.compile(r"Connection refused|NewConnectionError|NameResolutionError|"
+                          r"Failed to resolve|Name or service not known|nodename nor servname")
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """True when no server accepted the connection at all (refused, unknown host). Transient for
+    a run that reached the server before; at a first contact most often a mistyped address."""
+    return any(isinstance(e, ConnectionRefusedError)
+               or _UNREACHABLE.search(f"{type(e).__name__}: {_text(e)}") is not None
+               for e in chain(exc))
+
+
 def retry_after_s(exc: BaseException) -> float | None:
     """Seconds a server asked the client to wait (``Retry-After``), if any exception says so."""
     for e in chain(exc):

@@ -245,19 +245,6 @@ def _catalog_collections(cfg: RunConfig
     return source, list(cfg.collections), lambda _c: None, None
 
 
-#: Words of a connection nobody accepted: nothing listens at the port, or the host is unknown.
-_UNREACHABLE = ("Connection refused", "NewConnectionError", "NameResolutionError",
-                "Failed to resolve", "Name or service not known", "nodename nor servname")
-
-
-def _unreachable(exc: BaseException) -> bool:
-    from glacierscale.core import faults
-
-    return any(isinstance(e, ConnectionRefusedError) or any(w in f"{type(e).__name__}: {e}"
-                                                            for w in _UNREACHABLE)
-               for e in faults.chain(exc))
-
-
 def _open_api(url: str, given: str) -> Any:
     from pystac_client import Client
 
@@ -275,7 +262,7 @@ def _open_api(url: str, given: str) -> Any:
         try:
             client = Client.open(url, stac_io=io, timeout=io.timeout)
         except Exception as exc:
-            if _unreachable(exc):
+            if faults.is_unreachable(exc):
                 raise
             io.settings = full
             client = Client.open(url, stac_io=io, timeout=io.timeout)
