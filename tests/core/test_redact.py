@@ -84,6 +84,14 @@ def test_keys_and_tokens_in_free_text() -> None:
     assert clean.count(MASK) == 5 and "Authorization: Bearer ***" in clean
 
 
+def test_the_sentence_around_a_redacted_url_keeps_its_punctuation() -> None:
+    assert (redact("search http://127.0.0.1:9/stac?token=SECRET123456: APIError: refused")
+            == "search http://127.0.0.1:9/stac?token=***: APIError: refused")
+    assert redact("(see https://h/a.tif?sig=abcdefgh12).") == "(see https://h/a.tif?sig=***)."
+    assert redact("api_key=abcdefgh1234, then") == "api_key=***, then"
+    assert redact(redact("x https://h/p?token=abcdefgh12: y")) == "x https://h/p?token=***: y"
+
+
 def test_known_secret_values_are_masked_wherever_they_appear(
         monkeypatch: pytest.MonkeyPatch) -> None:
     secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCY"  # an AWS secret: no pattern can know it

@@ -73,7 +73,7 @@ _PAIR = re.compile(
     r"(?P<name>(?<![\w-])(?:" + "|".join(re.escape(n) for n in
                                         sorted({*_SECRET_NAMES, *SECRET_PARAMS} - {"key", "auth"},
                                                key=len, reverse=True))
-    + r"))(?P<sep>\s*=\s*|%3[dD])(?P<value>[^\s&;,'\"<>|)\]}`]+)",
+    + r"))(?P<sep>\s*=\s*|%3[dD])(?P<value>[^\s&;,'\"<>|)\]}`]*[^\s&;,'\"<>|)\]}`.:])",
     re.IGNORECASE)
 # AWS access key ids: a four-letter kind prefix and 16 upper-case letters or digits.
 _AWS_KEY_ID = re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|AKPA|ABIA|ACCA)"
@@ -82,8 +82,9 @@ _AWS_KEY_ID = re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|AN
 _AUTH_SCHEME = re.compile(r"(?P<scheme>\b(?:Bearer|Basic|Token)\s+)[A-Za-z0-9\-._~+/]{8,}=*",
                           re.IGNORECASE)
 # URLs in free text, to redact their query parameters by name (including "key" and "auth",
-# which are too common as words to redact outside a query string).
-_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>`]+")
+# which are too common as words to redact outside a query string). Neither a URL nor a value
+# ends in the punctuation of the sentence around it ("...?token=abc: error" keeps its colon).
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>`]*[^\s'\"<>`.,:;)\]}]")
 
 
 def redact_url(url: str) -> str:
